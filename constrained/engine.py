@@ -1,0 +1,391 @@
+"""The decode loop: continuous batching of constrained generation on one model.
+
+Contract:
+- `Engine(model, tokenizer)` starts one worker thread that owns the model. `submit(request, emit)` queues a
+  `GenerationRequest` and returns a `RequestHandle`; the worker calls `emit(event)` from its thread with
+  `ChoiceDelta`, `ChoiceFinished`, then one `RequestFinished` (or one `RequestFailed`).
+- Requests that arrive while others decode join the running batch after their prefill; the `n` choices
+  of a request share one prefill; finished or cancelled sequences leave the batch. Every step runs one
+  forward pass for the whole batch (left-padded KV cache), fills the grammar bitmask for every row, and
+  samples all rows with `constrained.sampling` as batched torch ops.
+- A failure inside one request fails that request only; a failure of the batch forward fails the requests
+  in that batch, and the worker keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache, PreTrainedTokenizerBase
+
+from constrained.bitmask import allocate_bitmask
+from constrained.detokenizer import IncrementalText
+from constrained.grammar import Grammar, Matcher
+from constrained.sampling import SamplingParams, TokenHistory, sample
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerationRequest:
+    prompt_ids: list[int]
+    max_tokens: int
+    params: SamplingParams = field(default_factory=SamplingParams)
+    n: int = 1
+    grammar: Grammar | None = None
+    stop: tuple[str, ...] = ()
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+
+@dataclass
+class TokenLogprob:
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]]
+
+
+@dataclass
+class ChoiceDelta:
+    index: int
+    text: str
+    token_ids: list[int]
+    logprobs: list[TokenLogprob]
+
+
+@dataclass
+class ChoiceFinished:
+    index: int
+    finish_reason: str  # "stop" | "length"
+
+
+@dataclass
+class RequestFinished:
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass
+class RequestFailed:
+    message: str
+
+
+Event = ChoiceDelta | ChoiceFinished | RequestFinished | RequestFailed
+
+
+class RequestHandle:
+    """The caller's side of a submitted request."""
+
+    def __init__(self, request: GenerationRequest, emit: Callable[[Event], None]) -> None:
+        self.request = request
+        self.emit = emit
+        self.cancelled = threading.Event()
+        self.choices_left = request.n
+        self.completion_tokens = 0
+
+    def cancel(self) -> None:
+        """Stop generating; the slots are freed at the next step and no further events are sent."""
+        self.cancelled.set()
+
+
+@dataclass
+class _Sequence:
+    handle: RequestHandle
+    index: int
+    matcher: Matcher | None
+    generator: torch.Generator
+    text: IncrementalText
+    generated: int = 0
+    finished: bool = False
+
+
+class Engine:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        max_batch_size: int = 32,
+        context_window: int | None = None,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = next(model.parameters()).device
+        self.vocab_size = int(model.config.vocab_size)
+        self.context_window = context_window or int(getattr(model.config, "max_position_embeddings", 2048))
+        self.max_batch_size = max_batch_size
+        self.eos_token_ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+        self._queue: queue.Queue[RequestHandle | None] = queue.Queue()
+        self._rows: list[_Sequence] = []
+        self._cache: DynamicCache | None = None
+        self._attention = torch.zeros(0, 0, dtype=torch.long, device=self.device)
+        self._positions = torch.zeros(0, dtype=torch.long, device=self.device)
+        self._last_tokens = torch.zeros(0, dtype=torch.long, device=self.device)
+        self._history = TokenHistory.empty(self.vocab_size, self.device)
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="constrained-engine", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ public
+    def submit(self, request: GenerationRequest, emit: Callable[[Event], None]) -> RequestHandle:
+        handle = RequestHandle(request, emit)
+        self._queue.put(handle)
+        return handle
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    @property
+    def batch_size(self) -> int:
+        return len(self._rows)
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Finish the requests in flight, fail the queued ones, stop the worker."""
+        self._stopping = True
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    # ------------------------------------------------------------------ worker
+    def _run(self) -> None:
+        torch.set_grad_enabled(False)
+        while True:
+            try:
+                self._admit()
+                if self._stopping and not self._rows:
+                    self._fail_queued("the server is shutting down")
+                    return
+                if self._rows:
+                    self._decode_step()
+            except Exception as exc:  # a batch-wide failure: fail what is in flight, keep serving
+                log.exception("decode step failed")
+                for seq in self._rows:
+                    self._fail(seq.handle, f"internal error during generation: {exc}")
+                self._reset_batch()
+
+    def _admit(self) -> None:
+        block = not self._rows
+        while len(self._rows) < self.max_batch_size:
+            try:
+                handle = self._queue.get(block=block, timeout=0.5 if block else None)
+            except queue.Empty:
+                return
+            if handle is None:
+                self._stopping = True
+                return
+            block = False
+            if handle.cancelled.is_set():
+                continue
+            try:
+                self._prefill(handle)
+            except Exception as exc:
+                log.exception("prefill failed")
+                self._fail(handle, f"internal error during prefill: {exc}")
+
+    def _fail_queued(self, message: str) -> None:
+        while True:
+            try:
+                handle = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if handle is not None:
+                self._fail(handle, message)
+
+    def _fail(self, handle: RequestHandle, message: str) -> None:
+        if not handle.cancelled.is_set():
+            handle.cancelled.set()
+            handle.emit(RequestFailed(message))
+
+    def _prefill(self, handle: RequestHandle) -> None:
+        request = handle.request
+        prompt = torch.tensor([request.prompt_ids], dtype=torch.long, device=self.device)
+        cache = DynamicCache()
+        logits = self.model(input_ids=prompt, cache=cache, use_cache=True).logits[:, -1, :]
+        if request.n > 1:
+            cache.batch_repeat_interleave(request.n)
+        new_rows = [self._new_sequence(handle, i) for i in range(request.n)]
+        history = TokenHistory.from_prompts([request.prompt_ids] * request.n, self.vocab_size, self.device)
+        tokens, logprobs = self._sample(logits.float().expand(request.n, -1), new_rows, history)
+        self._merge(new_rows, cache, len(request.prompt_ids), history)
+        self._advance(len(self._rows) - request.n, tokens, logprobs)
+        self._drop_finished()
+
+    def _new_sequence(self, handle: RequestHandle, index: int) -> _Sequence:
+        request = handle.request
+        generator = torch.Generator(device=self.device)
+        seed = request.params.seed
+        generator.manual_seed(secrets.randbits(63) if seed is None else (seed * 1_000_003 + index) % 2**63)
+        matcher = request.grammar.matcher() if request.grammar is not None else None
+        return _Sequence(handle, index, matcher, generator, IncrementalText(self.tokenizer, request.stop))
+
+    def _decode_step(self) -> None:
+        batch = len(self._rows)
+        ones = torch.ones(batch, 1, dtype=torch.long, device=self.device)
+        self._attention = torch.cat([self._attention, ones], dim=1)
+        out = self.model(
+            input_ids=self._last_tokens[:, None],
+            attention_mask=self._attention,
+            position_ids=self._positions[:, None],
+            cache=self._cache,
+            use_cache=True,
+        )
+        self._positions = self._positions + 1
+        tokens, logprobs = self._sample(out.logits[:, -1, :].float(), self._rows, self._history)
+        self._advance(0, tokens, logprobs)
+        self._drop_finished()
+
+    def _sample(
+        self, logits: torch.Tensor, rows: list[_Sequence], history: TokenHistory
+    ) -> tuple[list[int], torch.Tensor | None]:
+        bitmask = None
+        if any(seq.matcher is not None for seq in rows):
+            bitmask = allocate_bitmask(len(rows), self.vocab_size, device="cpu")
+            for i, seq in enumerate(rows):
+                if seq.matcher is not None:
+                    seq.matcher.fill_bitmask(bitmask, i)
+            bitmask = bitmask.to(self.device, non_blocking=True)
+        want_logprobs = any(seq.handle.request.logprobs for seq in rows)
+        result = sample(
+            logits,
+            [seq.handle.request.params for seq in rows],
+            history=history,
+            bitmask=bitmask,
+            generators=[seq.generator for seq in rows],
+            return_logprobs=want_logprobs,
+        )
+        return result.token_ids.tolist(), result.logprobs
+
+    def _advance(self, first_row: int, tokens: list[int], logprobs: torch.Tensor | None) -> None:
+        """Feed the sampled tokens to rows first_row.. and emit their events."""
+        rows = self._rows[first_row : first_row + len(tokens)]
+        token_tensor = torch.tensor(tokens, dtype=torch.long, device=self.device)
+        self._last_tokens[first_row : first_row + len(tokens)] = token_tensor
+        self._history.append(token_tensor, rows=slice(first_row, first_row + len(tokens)))
+        for offset, (seq, token) in enumerate(zip(rows, tokens, strict=True)):
+            if seq.handle.cancelled.is_set():
+                seq.finished = True
+                continue
+            try:
+                row_logprobs = logprobs[offset] if logprobs is not None else None
+                self._advance_one(seq, token, row_logprobs)
+            except Exception as exc:
+                log.exception("request failed")
+                self._fail(seq.handle, f"internal error: {exc}")
+                seq.finished = True
+
+    def _advance_one(self, seq: _Sequence, token: int, logprobs: torch.Tensor | None) -> None:
+        request = seq.handle.request
+        if seq.matcher is not None and not seq.matcher.accept_token(token):
+            raise RuntimeError(f"sampled token {token} is outside the grammar")
+        seq.generated += 1
+        seq.handle.completion_tokens += 1
+        info = []
+        if request.logprobs and logprobs is not None:
+            top = []
+            if request.top_logprobs:
+                values, ids = torch.topk(logprobs, request.top_logprobs)
+                top = list(zip(ids.tolist(), values.tolist(), strict=True))
+            info = [TokenLogprob(token, float(logprobs[token]), top)]
+        if token in self.eos_token_ids:
+            self._emit_text(seq, seq.text.flush(), [], info)
+            self._finish(seq, "stop")
+            return
+        self._emit_text(seq, seq.text.push([token]), [token], info)
+        if seq.text.stopped:
+            self._finish(seq, "stop")
+        elif seq.generated >= request.max_tokens or self._context_full(seq):
+            self._emit_text(seq, seq.text.flush(), [], [])
+            self._finish(seq, "length")
+
+    def _context_full(self, seq: _Sequence) -> bool:
+        return len(seq.handle.request.prompt_ids) + seq.generated >= self.context_window
+
+    def _emit_text(self, seq: _Sequence, text: str, token_ids: list[int], info: list[TokenLogprob]) -> None:
+        if text or info:
+            seq.handle.emit(ChoiceDelta(seq.index, text, token_ids, info))
+
+    def _finish(self, seq: _Sequence, reason: str) -> None:
+        seq.finished = True
+        handle = seq.handle
+        handle.emit(ChoiceFinished(seq.index, reason))
+        handle.choices_left -= 1
+        if handle.choices_left == 0:
+            handle.emit(RequestFinished(len(handle.request.prompt_ids), handle.completion_tokens))
+
+    # ------------------------------------------------------------------ batch bookkeeping
+    def _merge(self, rows: list[_Sequence], cache: DynamicCache, length: int, history: TokenHistory) -> None:
+        """Append prefilled rows to the batch, left-padding whichever KV cache is shorter."""
+        new_attention = torch.ones(len(rows), length, dtype=torch.long, device=self.device)
+        new_positions = torch.full((len(rows),), length, dtype=torch.long, device=self.device)
+        new_last = torch.zeros(len(rows), dtype=torch.long, device=self.device)
+        if self._cache is None or not self._rows:
+            self._cache, self._attention = cache, new_attention
+            self._positions, self._last_tokens, self._history = new_positions, new_last, history
+            self._rows = rows
+            return
+        width = max(self._attention.shape[1], length)
+        layers = []
+        for old, new in zip(self._cache.layers, cache.layers, strict=True):
+            keys = torch.cat([_left_pad(old.keys, width), _left_pad(new.keys, width)], dim=0)
+            values = torch.cat([_left_pad(old.values, width), _left_pad(new.values, width)], dim=0)
+            layers.append((keys, values))
+        self._cache = DynamicCache(layers)
+        self._attention = torch.cat(
+            [_left_pad_mask(self._attention, width), _left_pad_mask(new_attention, width)], dim=0
+        )
+        self._positions = torch.cat([self._positions, new_positions])
+        self._last_tokens = torch.cat([self._last_tokens, new_last])
+        self._history = self._history.concat(history)
+        self._rows = self._rows + rows
+
+    def _drop_finished(self) -> None:
+        keep = [
+            i for i, seq in enumerate(self._rows) if not seq.finished and not seq.handle.cancelled.is_set()
+        ]
+        if len(keep) == len(self._rows):
+            return
+        if not keep:
+            self._reset_batch()
+            return
+        index = torch.tensor(keep, dtype=torch.long, device=self.device)
+        attention = self._attention.index_select(0, index)
+        start = int((attention.sum(dim=0) > 0).nonzero()[0])  # drop columns that are padding in every row
+        layers = [
+            (
+                layer.keys.index_select(0, index)[:, :, start:],
+                layer.values.index_select(0, index)[:, :, start:],
+            )
+            for layer in self._cache.layers
+        ]
+        self._cache = DynamicCache(layers)
+        self._attention = attention[:, start:]
+        self._positions = self._positions.index_select(0, index)
+        self._last_tokens = self._last_tokens.index_select(0, index)
+        self._history = self._history.select(index)
+        self._rows = [self._rows[i] for i in keep]
+
+    def _reset_batch(self) -> None:
+        self._rows = []
+        self._cache = None
+        self._attention = torch.zeros(0, 0, dtype=torch.long, device=self.device)
+        self._history = TokenHistory.empty(self.vocab_size, self.device)
+
+
+def _left_pad(tensor: torch.Tensor, width: int) -> torch.Tensor:
+    """Left-pad a [batch, heads, time, dim] cache tensor with zeros to `width` time steps."""
+    missing = width - tensor.shape[2]
+    if missing == 0:
+        return tensor
+    pad = tensor.new_zeros(tensor.shape[0], tensor.shape[1], missing, tensor.shape[3])
+    return torch.cat([pad, tensor], dim=2)
+
+
+def _left_pad_mask(mask: torch.Tensor, width: int) -> torch.Tensor:
+    missing = width - mask.shape[1]
+    return mask if missing == 0 else torch.cat([mask.new_zeros(mask.shape[0], missing), mask], dim=1)

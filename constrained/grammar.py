@@ -1,0 +1,191 @@
+"""Compiled grammars and per-sequence matchers: the one interface the decode loop uses.
+
+Contract (modelled on vLLM v1 structured output / xgrammar):
+- `GrammarCompiler(tokenizer_info)` compiles a constraint (`json_schema`, `regex`) into a `Grammar`, caching
+  results by (kind, canonical source, options) in a bounded LRU shared by all requests.
+- A `Grammar` is immutable and thread-safe to share; it owns a token index (automaton state -> allowed
+  tokens, next state) and a per-state bitmask cache filled lazily on first visit.
+- `Grammar.matcher()` gives a `Matcher` per sequence: `accept_token(s)`, `fill_bitmask`, `rollback`,
+  `is_terminated` (an end-of-sequence token was accepted) and `can_terminate` (the text so far is complete).
+  The end-of-sequence token is allowed exactly in accepting states; special tokens are never allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from outlines_core import Index, Vocabulary
+
+from constrained.bitmask import pack_token_ids
+from constrained.tokenizer_info import TokenizerInfo
+from grammars import CompiledSchema, JsonSchemaOptions, compile_json_schema
+
+# Nesting allowed inside `json_object` output: objects/arrays of depth up to 3 (see grammars' docstring).
+JSON_OBJECT_OPTIONS = JsonSchemaOptions(max_recursion_depth=1)
+
+
+class GrammarError(ValueError):
+    """A constraint that cannot be compiled (bad regex, automaton too large, ...)."""
+
+
+def build_vocabulary(info: TokenizerInfo) -> Vocabulary:
+    """outlines-core vocabulary of every non-special token, keyed by its exact bytes."""
+    by_bytes: dict[bytes, list[int]] = {}
+    for token_id, data in enumerate(info.token_bytes):
+        if token_id not in info.special_ids and token_id not in info.eos_token_ids:
+            by_bytes.setdefault(data, []).append(token_id)
+    return Vocabulary(min(info.eos_token_ids), by_bytes)
+
+
+@dataclass
+class Grammar:
+    """An automaton over tokens; shared by every sequence that uses the same constraint."""
+
+    index: Index
+    info: TokenizerInfo
+    source: str
+    compile_seconds: float
+    explain: tuple = ()
+    _masks: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.initial_state: int = self.index.get_initial_state()
+        self._eos = np.fromiter(sorted(self.info.eos_token_ids), dtype=np.int64)
+
+    def matcher(self) -> Matcher:
+        return Matcher(self)
+
+    def is_final(self, state: int) -> bool:
+        return self.index.is_final_state(state)
+
+    def next_state(self, state: int, token_id: int) -> int | None:
+        return self.index.get_next_state(state, token_id)
+
+    def state_mask(self, state: int) -> np.ndarray:
+        """Packed int32 bitmask of the tokens allowed in `state` (EOS included when `state` accepts)."""
+        mask = self._masks.get(state)
+        if mask is None:
+            allowed = np.asarray(self.index.get_allowed_tokens(state) or [], dtype=np.int64)
+            allowed = allowed[~np.isin(allowed, self._eos)]
+            if self.is_final(state):
+                allowed = np.concatenate([allowed, self._eos])
+            mask = pack_token_ids(allowed, self.info.vocab_size)
+            self._masks[state] = mask
+        return mask
+
+
+class Matcher:
+    """Tracks one sequence through a `Grammar`."""
+
+    def __init__(self, grammar: Grammar) -> None:
+        self.grammar = grammar
+        self._states = [grammar.initial_state]
+        self._terminated = False
+
+    @property
+    def state(self) -> int:
+        return self._states[-1]
+
+    def accept_token(self, token_id: int) -> bool:
+        """Advance by one token; returns False (and changes nothing) when the token is not allowed."""
+        if self._terminated:
+            return False
+        if token_id in self.grammar.info.eos_token_ids:
+            if not self.grammar.is_final(self.state):
+                return False
+            self._terminated = True
+            self._states.append(self.state)
+            return True
+        nxt = self.grammar.next_state(self.state, token_id)
+        if nxt is None:
+            return False
+        self._states.append(nxt)
+        return True
+
+    def accept_tokens(self, token_ids: Iterable[int]) -> bool:
+        """Accept tokens in order; on the first refusal, roll back what this call accepted."""
+        accepted = 0
+        for token_id in token_ids:
+            if not self.accept_token(token_id):
+                self.rollback(accepted)
+                return False
+            accepted += 1
+        return True
+
+    def rollback(self, num_tokens: int) -> None:
+        if num_tokens > len(self._states) - 1:
+            raise ValueError(f"cannot roll back {num_tokens} tokens, only {len(self._states) - 1} accepted")
+        if num_tokens:
+            if self._terminated:
+                self._terminated = False
+            del self._states[-num_tokens:]
+
+    def fill_bitmask(self, bitmask: torch.Tensor, row: int) -> None:
+        """Write this sequence's allowed tokens into `bitmask[row]` (only EOS once terminated)."""
+        mask = self.grammar.state_mask(self.state)
+        if self._terminated:
+            mask = pack_token_ids(self.grammar._eos, self.grammar.info.vocab_size)
+        bitmask[row].copy_(torch.from_numpy(mask))
+
+    def is_terminated(self) -> bool:
+        return self._terminated
+
+    def can_terminate(self) -> bool:
+        return self.grammar.is_final(self.state)
+
+
+class GrammarCompiler:
+    """Compiles constraints for one tokenizer, with a bounded LRU cache shared by all requests."""
+
+    def __init__(self, info: TokenizerInfo, *, cache_size: int = 256) -> None:
+        self.info = info
+        self._vocabulary = build_vocabulary(info)
+        self._cache: OrderedDict[tuple, Grammar] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def compile_json_schema(
+        self, schema: Mapping[str, Any] | bool, options: JsonSchemaOptions | None = None
+    ) -> Grammar:
+        """Compile a JSON schema; raises `grammars.SchemaError` naming the unsupported keyword."""
+        options = options or JsonSchemaOptions()
+        key = ("json_schema", json.dumps(schema, sort_keys=True), repr(options))
+        return self._cached(key, lambda: compile_json_schema(schema, options))
+
+    def compile_json_object(self) -> Grammar:
+        """Any JSON object (`response_format: json_object`), nesting bounded by `JSON_OBJECT_OPTIONS`."""
+        return self.compile_json_schema({"type": "object"}, JSON_OBJECT_OPTIONS)
+
+    def compile_regex(self, regex: str) -> Grammar:
+        return self._cached(("regex", regex), lambda: CompiledSchema(regex=regex, explain=()))
+
+    def _cached(self, key: tuple, build) -> Grammar:
+        with self._lock:
+            grammar = self._cache.get(key)
+            if grammar is not None:
+                self._cache.move_to_end(key)
+                self.hits += 1
+                return grammar
+        compiled = build()
+        start = time.perf_counter()
+        try:
+            index = Index(compiled.regex, self._vocabulary)
+        except Exception as exc:  # outlines-core raises ValueError/RuntimeError on bad or huge regexes
+            raise GrammarError(f"cannot build a token automaton: {exc}") from exc
+        grammar = Grammar(index, self.info, compiled.regex, time.perf_counter() - start, compiled.explain)
+        with self._lock:
+            self.misses += 1
+            self._cache[key] = grammar
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return grammar

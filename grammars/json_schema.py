@@ -1,0 +1,1214 @@
+"""JSON Schema -> regex compiler (the walker).
+
+Contract: :func:`compile_json_schema` returns a :class:`CompiledSchema` whose ``regex`` (valid in Python
+``re`` and Rust ``regex-automata`` alike, implicitly anchored) matches only JSON texts of instances valid
+under the schema, or raises :class:`SchemaError` naming the first keyword it cannot enforce exactly.
+
+How: each schema node is *flattened* (``$ref``, ``allOf``, ``anyOf``, ``oneOf`` resolved) into a
+disjunction of :class:`Flat` conjunctions of local keywords; each Flat is compiled per instance type.
+``enum``/``const`` values are filtered with the ``jsonschema`` validator against every schema node that
+applies, so they are exact whatever else the schema says.
+
+Documented restrictions (the generated language is a subset of the valid instances):
+- object properties appear in ``properties`` order, declared ones first, then additional ones;
+- whitespace only where ``options.whitespace`` allows (after ``{ [ , :`` and before ``} ]``);
+- recursive ``$ref`` unrolled ``options.max_recursion_depth`` times, deeper branches are not generated;
+- unconstrained values (``true``, ``{}``, ``{"type": "object"}`` members...) nest at most
+  ``options.max_recursion_depth`` container levels;
+- numbers: see :mod:`grammars.numbers`; strings: see :mod:`grammars.strings`;
+- ``oneOf`` is compiled only when its branches are provably disjoint (then it equals ``anyOf``).
+Unknown keywords are annotations and are ignored, as the specification says; so are unknown ``format``
+values (``format`` is an annotation in 2020-12) while known formats are enforced or rejected.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Any
+
+import jsonschema
+import referencing
+import referencing.jsonschema
+
+from .errors import SchemaError, Unsatisfiable
+from .numbers import Bound, integer_regex, number_regex
+from .refs import ROOT_URI, Node, Registry, dialect_of, escape_token
+from .regex import MAX_CP, alt, concat_atom, cps_json, group, lit, opt, repeat, star, string_literal
+from .strings import (
+    ANY_CHAR,
+    FORMATS,
+    KNOWN_UNSUPPORTED,
+    LOOSE_CONTENT,
+    anchored_pattern,
+    length_regex,
+    pattern_regex,
+)
+
+ALL_TYPES = frozenset({"null", "boolean", "integer", "number", "string", "array", "object"})
+COMPILE_SECONDS = 2.0
+MAX_ALTERNATIVES = 64
+
+_ANNOTATIONS = {
+    "title",
+    "description",
+    "$comment",
+    "examples",
+    "default",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
+    "$schema",
+    "$id",
+    "id",
+    "$anchor",
+    "$defs",
+    "definitions",
+    "contentMediaType",
+    "contentEncoding",
+    "contentSchema",
+    "$vocabulary",
+    "$dynamicAnchor",
+    "$recursiveAnchor",
+}
+_HANDLED = {
+    "type",
+    "enum",
+    "const",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "multipleOf",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "format",
+    "properties",
+    "required",
+    "additionalProperties",
+    "patternProperties",
+    "minProperties",
+    "maxProperties",
+    "propertyNames",
+    "dependentRequired",
+    "dependencies",
+    "dependentSchemas",
+    "items",
+    "prefixItems",
+    "additionalItems",
+    "minItems",
+    "maxItems",
+    "uniqueItems",
+    "contains",
+    "minContains",
+    "maxContains",
+    "not",
+    "$ref",
+    "allOf",
+    "anyOf",
+    "oneOf",
+    "if",
+    "then",
+    "else",
+    "unevaluatedProperties",
+    "unevaluatedItems",
+    "$dynamicRef",
+    "$recursiveRef",
+}
+
+
+@dataclass(frozen=True)
+class JsonSchemaOptions:
+    whitespace: str = "[ ]?"
+    max_recursion_depth: int = 3
+    max_regex_length: int = 200_000
+    remotes: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class ExplainEntry:
+    pointer: str
+    enforced: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CompiledSchema:
+    regex: str
+    explain: tuple[ExplainEntry, ...]
+
+
+@dataclass
+class Flat:
+    """Conjunction of local keywords of one or more schema nodes."""
+
+    sources: list[Node]
+    refs: tuple[str, ...] = ()
+    types: frozenset[str] = ALL_TYPES
+    enum: list[Any] | None = None
+    lower: Bound | None = None
+    upper: Bound | None = None
+    multiple: list[tuple[Decimal, str]] = field(default_factory=list)
+    min_len: int = 0
+    max_len: int | None = None
+    patterns: list[tuple[str, str]] = field(default_factory=list)
+    formats: list[tuple[str, str]] = field(default_factory=list)
+    props: dict[str, list[Node]] = field(default_factory=dict)
+    required: list[str] = field(default_factory=list)
+    additional: list[Node] | None = None
+    pattern_props: list[tuple[str, str, Node]] = field(default_factory=list)
+    min_props: int = 0
+    max_props: int | None = None
+    prop_names: list[Node] = field(default_factory=list)
+    dep_required: list[tuple[str, list[str], str]] = field(default_factory=list)
+    prefix: list[list[Node]] = field(default_factory=list)
+    items: list[Node] | None = None
+    min_items: int = 0
+    max_items: int | None = None
+    unique: str | None = None
+    contains: list[tuple[Node, int, int | None]] = field(default_factory=list)
+    nots: list[Node] = field(default_factory=list)
+
+
+def _num(value: Any, keyword: str, pointer: str) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SchemaError(f"{keyword} must be a number", keyword, pointer)
+    return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+
+
+def _count(value: Any, keyword: str, pointer: str) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise SchemaError(f"{keyword} must be a non-negative integer", keyword, pointer)
+    return value
+
+
+def _tighter_lower(a: Bound | None, b: Bound | None) -> Bound | None:
+    if a is None or b is None:
+        return a or b
+    if a.value != b.value:
+        return a if a.value > b.value else b
+    return a if a.exclusive else b
+
+
+def _tighter_upper(a: Bound | None, b: Bound | None) -> Bound | None:
+    if a is None or b is None:
+        return a or b
+    if a.value != b.value:
+        return a if a.value < b.value else b
+    return a if a.exclusive else b
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int) or isinstance(value, float) and value.is_integer():
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def _canon(value: Any) -> str:
+    """Key for JSON equality (1 == 1.0, key order irrelevant)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(k)}:{_canon(v)}" for k, v in sorted(value.items())) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_canon(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+class _Compiler:
+    def __init__(self, schema: Any, options: JsonSchemaOptions) -> None:
+        self.options = options
+        self.ws = options.whitespace
+        self.draft = dialect_of(schema)
+        self.registry = Registry(schema, options.remotes, self.draft)
+        self.root = schema
+        self.explain: dict[str, set[str]] = {}
+        self.deadline = time.monotonic() + COMPILE_SECONDS
+        self._any_cache: dict[int, str] = {}
+        self._validator_registry: referencing.Registry | None = None
+
+    # ------------------------------------------------------------ helpers
+
+    def budget(self, rx: str, pointer: str) -> str:
+        if len(rx) > self.options.max_regex_length:
+            raise SchemaError(
+                f"regex exceeds max_regex_length ({self.options.max_regex_length})", "$", pointer
+            )
+        if time.monotonic() > self.deadline:
+            raise SchemaError(f"compilation exceeds {COMPILE_SECONDS} s", "$", pointer)
+        return rx
+
+    def note(self, pointer: str, keyword: str) -> None:
+        self.explain.setdefault(pointer, set()).add(keyword)
+
+    def any_value(self, depth: int | None = None) -> str:
+        depth = self.options.max_recursion_depth if depth is None else depth
+        if depth not in self._any_cache:
+            scalars = ["null", "true", "false", number_regex(None, None) or "", f'"{LOOSE_CONTENT}"']
+            if depth > 0:
+                inner = self.any_value(depth - 1)
+                ws = self.ws
+                scalars.append(
+                    f"\\[{ws}" + opt(f"{concat_atom(inner)}(?:,{ws}{concat_atom(inner)})*") + f"{ws}\\]"
+                )
+                kv = f'"{LOOSE_CONTENT}":{ws}{concat_atom(inner)}'
+                scalars.append(f"\\{{{ws}" + opt(f"{kv}(?:,{ws}{kv})*") + f"{ws}\\}}")
+            self._any_cache[depth] = alt(scalars)
+        return self._any_cache[depth]
+
+    def literal(self, value: Any) -> str:
+        """Regex of the serializations of one JSON value (compact, whitespace where allowed)."""
+        ws = self.ws
+        if isinstance(value, str):
+            return string_literal(value)
+        if isinstance(value, dict):
+            items = [string_literal(k) + ":" + ws + concat_atom(self.literal(v)) for k, v in value.items()]
+            return f"\\{{{ws}" + f",{ws}".join(items) + f"{ws}\\}}"
+        if isinstance(value, list):
+            return f"\\[{ws}" + f",{ws}".join(concat_atom(self.literal(v)) for v in value) + f"{ws}\\]"
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise ValueError("non-finite number")
+            if value.is_integer() and abs(value) < 1e16:
+                value = int(value)
+        return lit(json.dumps(value))
+
+    def valid(self, value: Any, nodes: list[Node]) -> bool:
+        """jsonschema's verdict for ``value`` against every node (formats checked)."""
+        if self._validator_registry is None:
+            spec = referencing.jsonschema.specification_with(
+                {
+                    4: "http://json-schema.org/draft-04/schema#",
+                    6: "http://json-schema.org/draft-06/schema#",
+                    7: "http://json-schema.org/draft-07/schema#",
+                    2019: "https://json-schema.org/draft/2019-09/schema",
+                    2020: "https://json-schema.org/draft/2020-12/schema",
+                }[self.draft]
+            )
+            resources = [
+                (ROOT_URI, referencing.Resource.from_contents(self.root, default_specification=spec))
+            ]
+            if self.registry.root_base != ROOT_URI:
+                resources.append((self.registry.root_base, resources[0][1]))
+            for uri, doc in self.options.remotes.items():
+                resources.append((uri, referencing.Resource.from_contents(doc, default_specification=spec)))
+            self._validator_registry = referencing.Registry().with_resources(resources)
+            self._validator_cls = jsonschema.validators.validator_for(
+                self.root, default=jsonschema.Draft202012Validator
+            )
+        for node in nodes:
+            if node.schema is True:
+                continue
+            if node.schema is False:
+                return False
+            uri = ROOT_URI if node.base in (ROOT_URI, self.registry.root_base) else node.base
+            doc_ptr = self.registry.docs.get(uri, (None, ""))[1]
+            local = node.pointer[len(doc_ptr) :] if node.pointer.startswith(doc_ptr) else node.pointer
+            wrapper = {"$ref": f"{uri}#{local}"}
+            try:
+                validator = self._validator_cls(
+                    wrapper,
+                    registry=self._validator_registry,
+                    format_checker=self._validator_cls.FORMAT_CHECKER,
+                )
+                if not validator.is_valid(value):
+                    return False
+            except Exception as exc:  # unresolvable in jsonschema's eyes: be conservative
+                raise SchemaError(f"cannot check enum value: {exc}", "enum", node.pointer) from exc
+        return True
+
+    # ------------------------------------------------------------ flattening
+
+    def flatten(self, node: Node, refs: tuple[str, ...]) -> list[Flat]:
+        """Disjunction of Flats equivalent to ``node`` (within the recursion limit)."""
+        s = node.schema
+        if s is True or s == {}:
+            return [Flat([node], refs)]
+        if s is False:
+            return []
+        if not isinstance(s, dict):
+            raise SchemaError("a schema must be an object or a boolean", "$", node.pointer)
+        base = self.registry.base_of(node)
+        node = Node(s, node.pointer, base)
+        ptr = node.pointer
+        if "$ref" in s:
+            self.note(ptr, "$ref")
+            target = self.registry.resolve(s["$ref"], base, ptr)
+            key = f"{target.base}#{target.pointer}"
+            if refs.count(key) >= self.options.max_recursion_depth:
+                raise Unsatisfiable
+            sub = self.flatten(target, (*refs, key))
+            if self.draft <= 7:
+                return sub
+            result = self._merge_all([self.local(node, refs)], sub, ptr, "$ref")
+        else:
+            result = [self.local(node, refs)]
+        for kw in ("$dynamicRef", "$recursiveRef"):
+            if kw in s:
+                raise SchemaError(f"{kw} is not supported", kw, ptr)
+        if "allOf" in s:
+            self.note(ptr, "allOf")
+            for i, sub_schema in enumerate(self._list(s, "allOf", ptr)):
+                result = self._merge_all(
+                    result, self._flatten_opt(Node(sub_schema, f"{ptr}/allOf/{i}", base), refs), ptr, "allOf"
+                )
+        if "anyOf" in s:
+            self.note(ptr, "anyOf")
+            branches: list[Flat] = []
+            for i, sub_schema in enumerate(self._list(s, "anyOf", ptr)):
+                branches.extend(self._flatten_opt(Node(sub_schema, f"{ptr}/anyOf/{i}", base), refs))
+            result = self._merge_all(result, branches, ptr, "anyOf")
+        if "oneOf" in s:
+            self.note(ptr, "oneOf")
+            groups = [
+                self._merge_all(
+                    result, self._flatten_opt(Node(b, f"{ptr}/oneOf/{i}", base), refs), ptr, "oneOf"
+                )
+                for i, b in enumerate(self._list(s, "oneOf", ptr))
+            ]
+            for i in range(len(groups)):
+                for j in range(i + 1, len(groups)):
+                    for fa in groups[i]:
+                        for fb in groups[j]:
+                            if not self._disjoint(fa, fb):
+                                raise SchemaError(f"oneOf branches {i} and {j} may overlap", "oneOf", ptr)
+            result = [f for g in groups for f in g]
+        if "if" in s:
+            then_, else_ = s.get("then", True), s.get("else", True)
+            if then_ not in (True, {}) or else_ not in (True, {}):
+                raise SchemaError("if/then/else is not supported", "if", ptr)
+        return result
+
+    def _flatten_opt(self, node: Node, refs: tuple[str, ...]) -> list[Flat]:
+        try:
+            return self.flatten(node, refs)
+        except Unsatisfiable:
+            return []
+
+    @staticmethod
+    def _list(s: dict, kw: str, ptr: str) -> list:
+        value = s[kw]
+        if not isinstance(value, list) or not value:
+            raise SchemaError(f"{kw} must be a non-empty array", kw, ptr)
+        return value
+
+    def _merge_all(self, left: list[Flat], right: list[Flat], ptr: str, kw: str) -> list[Flat]:
+        out = []
+        for a in left:
+            for b in right:
+                try:
+                    out.append(self.merge(a, b, ptr, kw))
+                except Unsatisfiable:
+                    continue
+        if len(out) > MAX_ALTERNATIVES:
+            raise SchemaError("too many alternatives", kw, ptr)
+        return out
+
+    def _disjoint(self, a: Flat, b: Flat) -> bool:
+        try:
+            m = self.merge(a, b, "", "oneOf")
+        except Unsatisfiable:
+            return True
+        except SchemaError:
+            return False
+        try:
+            if m.enum is not None:
+                return not any(self.valid(v, m.sources) for v in m.enum)
+            types = self._types(m)
+            if not types:
+                return True
+            if types == {"object"}:
+                for name in m.required:
+                    nodes = self._prop_nodes(m, name)
+                    if nodes is None:
+                        return True
+                    flats = self._merge_nodes(nodes, m.refs)
+                    if not flats:
+                        return True
+                    if all(
+                        f.enum is not None and not any(self.valid(v, f.sources) for v in f.enum)
+                        for f in flats
+                    ):
+                        return True
+        except (Unsatisfiable, SchemaError):
+            return False
+        return False
+
+    def _merge_nodes(self, nodes: list[Node], refs: tuple[str, ...]) -> list[Flat]:
+        result = [Flat([], refs)]
+        for n in nodes:
+            result = self._merge_all(result, self.flatten(n, refs), n.pointer, "allOf")
+        return result
+
+    def local(self, node: Node, refs: tuple[str, ...]) -> Flat:
+        """The local (non-combinator) keywords of ``node``."""
+        s, ptr, base = node.schema, node.pointer, node.base
+        f = Flat([node], refs)
+        for kw in s:
+            if kw not in _HANDLED and kw not in _ANNOTATIONS:
+                continue
+            if kw in _HANDLED and kw not in ("$ref", "allOf", "anyOf", "oneOf", "if", "then", "else"):
+                self.note(ptr, kw)
+
+        def sub(kw: str, *path: str | int) -> Node:
+            value = s[kw]
+            for p in path:
+                value = value[p]
+            return Node(value, "/".join([ptr, escape_token(kw), *(escape_token(str(p)) for p in path)]), base)
+
+        if "type" in s:
+            t = s["type"]
+            ts = [t] if isinstance(t, str) else t
+            if not isinstance(ts, list) or not all(isinstance(x, str) and x in ALL_TYPES for x in ts):
+                raise SchemaError(f"unknown type {t!r}", "type", ptr)
+            types = set(ts)
+            if "number" in types:
+                types.add("integer")
+            f.types = frozenset(types)
+        if "const" in s:
+            f.enum = [s["const"]]
+        if "enum" in s:
+            if not isinstance(s["enum"], list):
+                raise SchemaError("enum must be an array", "enum", ptr)
+            f.enum = [v for v in s["enum"] if f.enum is None or any(_canon(v) == _canon(e) for e in f.enum)]
+        # numbers
+        ex_min, ex_max = s.get("exclusiveMinimum"), s.get("exclusiveMaximum")
+        if "minimum" in s:
+            f.lower = Bound(_num(s["minimum"], "minimum", ptr), ex_min is True)
+        if "maximum" in s:
+            f.upper = Bound(_num(s["maximum"], "maximum", ptr), ex_max is True)
+        if ex_min is not None and not isinstance(ex_min, bool):
+            f.lower = _tighter_lower(f.lower, Bound(_num(ex_min, "exclusiveMinimum", ptr), True))
+        if ex_max is not None and not isinstance(ex_max, bool):
+            f.upper = _tighter_upper(f.upper, Bound(_num(ex_max, "exclusiveMaximum", ptr), True))
+        if "multipleOf" in s:
+            m = _num(s["multipleOf"], "multipleOf", ptr)
+            if m <= 0:
+                raise SchemaError("multipleOf must be positive", "multipleOf", ptr)
+            f.multiple.append((m, ptr))
+        # strings
+        if "minLength" in s:
+            f.min_len = _count(s["minLength"], "minLength", ptr)
+        if "maxLength" in s:
+            f.max_len = _count(s["maxLength"], "maxLength", ptr)
+        if "pattern" in s:
+            if not isinstance(s["pattern"], str):
+                raise SchemaError("pattern must be a string", "pattern", ptr)
+            f.patterns.append((s["pattern"], ptr))
+        if "format" in s and isinstance(s["format"], str):
+            f.formats.append((s["format"], ptr))
+        # objects
+        if "properties" in s:
+            if not isinstance(s["properties"], dict):
+                raise SchemaError("properties must be an object", "properties", ptr)
+            f.props = {k: [sub("properties", k)] for k in s["properties"]}
+        if "required" in s:
+            req = s["required"]
+            if isinstance(req, list):
+                f.required = list(dict.fromkeys(r for r in req if isinstance(r, str)))
+            elif req is not True and req is not False:
+                raise SchemaError("required must be an array", "required", ptr)
+        for name, value in s.get("properties", {}).items():
+            if self.draft <= 4 and isinstance(value, dict) and value.get("required") is True:
+                if name not in f.required:
+                    f.required.append(name)
+        if "patternProperties" in s:
+            pp = s["patternProperties"]
+            if not isinstance(pp, dict):
+                raise SchemaError("patternProperties must be an object", "patternProperties", ptr)
+            f.pattern_props = [
+                (p, f"{ptr}/patternProperties/{escape_token(p)}", sub("patternProperties", p)) for p in pp
+            ]
+        if "additionalProperties" in s:
+            ap = s["additionalProperties"]
+            f.additional = None if ap is True or ap == {} else [sub("additionalProperties")]
+        if "minProperties" in s:
+            f.min_props = _count(s["minProperties"], "minProperties", ptr)
+        if "maxProperties" in s:
+            f.max_props = _count(s["maxProperties"], "maxProperties", ptr)
+        if "propertyNames" in s and s["propertyNames"] not in (True, {}):
+            f.prop_names = [sub("propertyNames")]
+        deps = dict(s.get("dependentRequired", {}))
+        for name, value in s.get("dependencies", {}).items():
+            if isinstance(value, list):
+                deps[name] = value
+            elif value not in (True, {}):
+                raise SchemaError("schema dependencies are not supported", "dependencies", ptr)
+        for value in s.get("dependentSchemas", {}).values():
+            if value not in (True, {}):
+                raise SchemaError("dependentSchemas is not supported", "dependentSchemas", ptr)
+        f.dep_required = [(k, list(v), ptr) for k, v in deps.items() if v]
+        for kw in ("unevaluatedProperties", "unevaluatedItems"):
+            if kw in s and s[kw] not in (True, {}):
+                raise SchemaError(f"{kw} is not supported", kw, ptr)
+        # arrays
+        items = s.get("items")
+        if isinstance(items, list):
+            f.prefix = [[sub("items", i)] for i in range(len(items))]
+            if "additionalItems" in s and s["additionalItems"] not in (True, {}):
+                f.items = [sub("additionalItems")]
+        elif "items" in s and items not in (True, {}):
+            f.items = [sub("items")]
+        if "prefixItems" in s:
+            if not isinstance(s["prefixItems"], list):
+                raise SchemaError("prefixItems must be an array", "prefixItems", ptr)
+            f.prefix = [[sub("prefixItems", i)] for i in range(len(s["prefixItems"]))]
+        if "minItems" in s:
+            f.min_items = _count(s["minItems"], "minItems", ptr)
+        if "maxItems" in s:
+            f.max_items = _count(s["maxItems"], "maxItems", ptr)
+        if s.get("uniqueItems") is True:
+            f.unique = ptr
+        if "contains" in s:
+            lo = _count(s.get("minContains", 1), "minContains", ptr) if self.draft >= 2019 else 1
+            hi = (
+                _count(s["maxContains"], "maxContains", ptr)
+                if self.draft >= 2019 and "maxContains" in s
+                else None
+            )
+            f.contains = [(sub("contains"), lo, hi)]
+        if "not" in s:
+            f.nots = [sub("not")]
+        return f
+
+    def merge(self, a: Flat, b: Flat, ptr: str, kw: str) -> Flat:
+        """Conjunction of two Flats; Unsatisfiable when provably empty, SchemaError when not representable."""
+        if not b.sources:
+            a, b = b, a
+        if not a.sources and a.refs == b.refs:
+            return b
+        f = Flat(a.sources + b.sources, a.refs if len(a.refs) >= len(b.refs) else b.refs)
+        f.types = a.types & b.types
+        if not f.types:
+            raise Unsatisfiable
+        if a.enum is not None and b.enum is not None:
+            keys = {_canon(v) for v in b.enum}
+            f.enum = [v for v in a.enum if _canon(v) in keys]
+        else:
+            f.enum = a.enum if a.enum is not None else b.enum
+        if f.enum is not None:
+            f.enum = [
+                v
+                for v in f.enum
+                if _json_type(v) in f.types or _json_type(v) == "integer" and "number" in f.types
+            ]
+            if not f.enum:
+                raise Unsatisfiable
+        f.lower = _tighter_lower(a.lower, b.lower)
+        f.upper = _tighter_upper(a.upper, b.upper)
+        f.multiple = a.multiple + b.multiple
+        f.min_len, f.max_len = max(a.min_len, b.min_len), _min_opt(a.max_len, b.max_len)
+        f.patterns = a.patterns + b.patterns
+        f.formats = a.formats + b.formats
+        # objects
+        names = list(dict.fromkeys([*a.props, *b.props]))
+        for name in names:
+            na, nb = self._prop_nodes(a, name), self._prop_nodes(b, name)
+            if na is None or nb is None:
+                if name in a.required or name in b.required:
+                    raise Unsatisfiable
+                f.props[name] = [Node(False, ptr, ROOT_URI)]
+            else:
+                f.props[name] = na + nb
+        f.required = list(dict.fromkeys([*a.required, *b.required]))
+        if a.pattern_props and b.pattern_props:
+            raise SchemaError("cannot combine two patternProperties", kw, ptr)
+        if a.pattern_props or b.pattern_props:
+            pp_side, other = (a, b) if a.pattern_props else (b, a)
+            if other.additional is not None:
+                raise SchemaError("cannot combine patternProperties with additionalProperties", kw, ptr)
+            f.pattern_props = pp_side.pattern_props
+        if a.additional is None or b.additional is None:
+            f.additional = a.additional if b.additional is None else b.additional
+        else:
+            f.additional = a.additional + b.additional
+        f.min_props, f.max_props = max(a.min_props, b.min_props), _min_opt(a.max_props, b.max_props)
+        f.prop_names = a.prop_names + b.prop_names
+        f.dep_required = a.dep_required + b.dep_required
+        # arrays
+        n = max(len(a.prefix), len(b.prefix))
+        for i in range(n):
+            pa = a.prefix[i] if i < len(a.prefix) else a.items
+            pb = b.prefix[i] if i < len(b.prefix) else b.items
+            f.prefix.append((pa or []) + (pb or []))
+        if a.items is None or b.items is None:
+            f.items = a.items if b.items is None else b.items
+        else:
+            f.items = a.items + b.items
+        f.min_items, f.max_items = max(a.min_items, b.min_items), _min_opt(a.max_items, b.max_items)
+        f.unique = a.unique or b.unique
+        f.contains = a.contains + b.contains
+        f.nots = a.nots + b.nots
+        return f
+
+    def _prop_nodes(self, f: Flat, name: str) -> list[Node] | None:
+        """Nodes constraining the value of property ``name`` in ``f``; None when it may not appear."""
+        if name in f.props:
+            nodes = list(f.props[name])
+        else:
+            nodes = []
+            matched = False
+            for pattern, pptr, pnode in f.pattern_props:
+                if re.fullmatch(pattern_regex(pattern, pptr), json.dumps(name)[1:-1]):
+                    nodes.append(pnode)
+                    matched = True
+            if not matched and f.additional is not None:
+                nodes.extend(f.additional)
+        if any(n.schema is False for n in nodes):
+            return None
+        return nodes
+
+    # ------------------------------------------------------------ compiling
+
+    def compile_nodes(self, nodes: list[Node], refs: tuple[str, ...]) -> str:
+        """Regex of the values valid under every node; Unsatisfiable when none."""
+        flats = [Flat([], refs)]
+        for n in nodes:
+            flats = self._merge_all(flats, self.flatten(n, refs), n.pointer, "allOf")
+        parts = []
+        for f in flats:
+            try:
+                parts.append(self.compile_flat(f))
+            except Unsatisfiable:
+                continue
+        if not parts:
+            raise Unsatisfiable
+        return self.budget(alt(parts), nodes[0].pointer if nodes else "")
+
+    def _types(self, f: Flat) -> set[str]:
+        types = set(f.types)
+        for node in f.nots:
+            s = node.schema
+            if isinstance(s, dict) and set(s) - _ANNOTATIONS == {"type"}:
+                ts = s["type"] if isinstance(s["type"], list) else [s["type"]]
+                for t in ts:
+                    types.discard(t)
+                    if t == "number":
+                        types.discard("integer")
+                if "integer" in ts and "number" in types:
+                    raise SchemaError("not integer within number is not supported", "not", node.pointer)
+        return types
+
+    def compile_flat(self, f: Flat) -> str:
+        ptr = f.sources[0].pointer if f.sources else ""
+        types = self._types(f)
+        if f.enum is not None:
+            values = [v for v in f.enum if self.valid(v, f.sources)]
+            if not values:
+                raise Unsatisfiable
+            return alt(self.literal(v) for v in dict((_canon(v), v) for v in values).values())
+        excluded, forbidden = self._nots(f, types)
+        parts = []
+        for t in ("null", "boolean", "integer", "number", "string", "array", "object"):
+            if t not in types or (t == "integer" and "number" in types):
+                continue
+            try:
+                if t == "null":
+                    parts.append("null")
+                elif t == "boolean":
+                    parts.append("true|false")
+                elif t in ("integer", "number"):
+                    parts.append(self.compile_number(f, t == "integer"))
+                elif t == "string":
+                    parts.append(self.compile_string(f, excluded))
+                elif t == "array":
+                    parts.append(self.compile_array(f))
+                else:
+                    parts.append(self.compile_object(f, forbidden))
+            except Unsatisfiable:
+                continue
+        if not parts:
+            raise Unsatisfiable
+        return self.budget(alt(parts), ptr)
+
+    def _nots(self, f: Flat, types: set[str]) -> tuple[list[str], set[str]]:
+        """Strings excluded and property names forbidden by ``not`` (type-only nots done in _types)."""
+        excluded: list[str] = []
+        forbidden: set[str] = set()
+        for node in f.nots:
+            s = node.schema
+            if s is True or s == {}:
+                raise Unsatisfiable
+            if s is False:
+                continue
+            if not isinstance(s, dict):
+                raise SchemaError("not must be a schema", "not", node.pointer)
+            keys = set(s) - _ANNOTATIONS
+            if keys == {"type"}:
+                continue
+            if keys and keys <= {"enum", "const"}:
+                values = s.get("enum", []) + ([s["const"]] if "const" in s else [])
+                for v in values:
+                    jt = _json_type(v)
+                    if jt == "string":
+                        excluded.append(v)
+                    elif jt in types or jt == "integer" and "number" in types:
+                        raise SchemaError(
+                            "not enum of non-string values is not supported", "not", node.pointer
+                        )
+                continue
+            if keys == {"required"} and isinstance(s["required"], list) and len(s["required"]) == 1:
+                forbidden.add(s["required"][0])
+                continue
+            if keys == {"required", "type"} and s["type"] == "object" and len(s["required"]) == 1:
+                forbidden.add(s["required"][0])
+                continue
+            raise SchemaError("this form of not is not supported", "not", node.pointer)
+        return excluded, forbidden
+
+    def compile_number(self, f: Flat, integer: bool) -> str:
+        ptr = f.sources[0].pointer
+        lower, upper = f.lower, f.upper
+        step: Decimal | None = None
+        for m, mptr in f.multiple:
+            if m == m.to_integral_value():
+                if step is not None and step != m:
+                    raise SchemaError("several multipleOf values", "multipleOf", mptr)
+                step = m
+                integer = True
+            elif not integer:
+                raise SchemaError("non-integer multipleOf is not supported", "multipleOf", mptr)
+        if integer:
+            lo = None if lower is None else _int_lower(lower)
+            hi = None if upper is None else _int_upper(upper)
+            if step is not None and step != 1:
+                return self._multiples(int(step), lo, hi, f.multiple[0][1])
+            rx = integer_regex(lo, hi)
+        else:
+            rx = number_regex(lower, upper)
+        if rx is None:
+            raise Unsatisfiable
+        return self.budget(rx, ptr)
+
+    def _multiples(self, k: int, lo: int | None, hi: int | None, ptr: str) -> str:
+        if lo is not None and hi is not None and (hi - lo) // k <= 256:
+            first = -(-lo // k) * k
+            values = list(range(first, hi + 1, k))
+            if not values:
+                raise Unsatisfiable
+            return alt(str(v) for v in values)
+        j = next((j for j in range(1, 4) if 10**j % k == 0), None)
+        if j is None or lo is not None and lo not in (0, 1) or hi is not None:
+            raise SchemaError("multipleOf needs small bounds or a divisor of 1000", "multipleOf", ptr)
+        small = [str(v) for v in range(0 if lo != 1 else k, 10**j, k) if v >= (lo or 0)]
+        suffixes = alt(str(v).zfill(j) for v in range(0, 10**j, k))
+        big = "[1-9][0-9]*" + concat_atom(suffixes)
+        pos = alt([*small, big])
+        if lo is None:
+            return alt([pos, "-" + concat_atom(alt([*[s for s in small if s != "0"], big]))])
+        return pos
+
+    def compile_string(self, f: Flat, excluded: list[str]) -> str:
+        ptr = f.sources[0].pointer
+        lo, hi = f.min_len, f.max_len
+        if hi is not None and hi < lo:
+            raise Unsatisfiable
+        formats = []
+        for fmt, fptr in f.formats:
+            if fmt in FORMATS:
+                formats.append((fmt, fptr))
+            elif fmt in KNOWN_UNSUPPORTED:
+                raise SchemaError(f"format {fmt!r} is not supported", "format", fptr)
+        pieces: list[tuple[str, int, int | None, str, str]] = []  # rx, lo, hi, keyword, pointer
+        for fmt, fptr in formats:
+            rx, flo, fhi = FORMATS[fmt]
+            pieces.append((rx, flo, fhi, "format", fptr))
+        for pattern, pptr in f.patterns:
+            anchored = anchored_pattern(pattern, pptr)
+            if anchored is not None:
+                pieces.append((*anchored, "pattern", pptr))
+            else:
+                pieces.append((pattern_regex(pattern, pptr), 0, None, "pattern", pptr))
+        if excluded:
+            if pieces or lo or hi is not None:
+                raise SchemaError("not-enum combined with other string constraints", "not", f.nots[0].pointer)
+            return self.budget('"' + _excluding(excluded) + '"', ptr)
+        if not pieces:
+            content = LOOSE_CONTENT if lo == 0 and hi is None else length_regex(lo, hi)
+            return self.budget('"' + content + '"', ptr)
+        if len(pieces) > 1:
+            rx, _, _, kw, kptr = pieces[1]
+            raise SchemaError("several pattern/format constraints on one string", kw, kptr)
+        rx, plo, phi, kw, kptr = pieces[0]
+        if plo >= lo and (hi is None or (phi is not None and phi <= hi)):
+            return self.budget('"' + rx + '"', ptr)
+        simple = _simple_repeat(f.patterns[0][0], kptr) if kw == "pattern" else None
+        if simple is None:
+            raise SchemaError(f"{kw} combined with minLength/maxLength", kw, kptr)
+        atom, alo, ahi = simple
+        nlo, nhi = max(lo, alo), _min_opt(hi, ahi)
+        if nhi is not None and nhi < nlo:
+            raise Unsatisfiable
+        return self.budget('"' + repeat(atom, nlo, nhi) + '"', ptr)
+
+    def compile_array(self, f: Flat) -> str:
+        ptr = f.sources[0].pointer
+        ws = self.ws
+        mn, mx = f.min_items, f.max_items
+        elems: list[str] = []
+        for i, nodes in enumerate(f.prefix):
+            if mx is not None and i >= mx:
+                break
+            try:
+                elems.append(self.compile_nodes(nodes, f.refs) if nodes else self.any_value())
+            except Unsatisfiable:
+                mx = i
+                break
+        rest: str | None
+        if mx is not None and len(elems) >= mx:
+            rest = None
+        elif f.items is None:
+            rest = self.any_value()
+        else:
+            try:
+                rest = self.compile_nodes(f.items, f.refs)
+            except Unsatisfiable:
+                rest = None
+        if rest is None:
+            mx = len(elems) if mx is None else min(mx, len(elems))
+        if mx is not None and mn > mx:
+            raise Unsatisfiable
+        if f.contains:
+            return self._contains(f, elems, rest, mn, mx)
+        if f.unique and (mx is None or mx > 1):
+            return self._unique(f, elems, mn, mx)
+        k = len(elems)
+
+        def seg(i: int) -> str:
+            sep = "" if i == 0 else "," + ws
+            if i == k:
+                if rest is None:
+                    return ""
+                a = max(0, mn - k)
+                b = None if mx is None else mx - k
+                if b == 0:
+                    return ""
+                if i == 0:
+                    body = concat_atom(rest) + repeat(
+                        f",{ws}{concat_atom(rest)}", max(a - 1, 0), None if b is None else b - 1
+                    )
+                    return body if a > 0 else opt(body)
+                return repeat(f",{ws}{concat_atom(rest)}", a, b)
+            s = sep + concat_atom(elems[i]) + seg(i + 1)
+            return s if i < mn else opt(s)
+
+        if rest is not None and mx is not None and len(rest) * (mx - k) > self.options.max_regex_length:
+            raise SchemaError("maxItems too large for this item schema", "maxItems", ptr)
+        return self.budget(f"\\[{ws}" + seg(0) + f"{ws}\\]", ptr)
+
+    def _contains(self, f: Flat, elems: list[str], rest: str | None, mn: int, mx: int | None) -> str:
+        node, lo, hi = f.contains[0]
+        if (
+            len(f.contains) > 1
+            or elems
+            or f.items is not None
+            or f.unique
+            or lo != 1
+            or hi is not None
+            or mn > 1
+            or mx is not None
+        ):
+            raise SchemaError(
+                "contains is only supported alone on an unconstrained array", "contains", node.pointer
+            )
+        c = self.compile_nodes([node], f.refs)
+        ws = self.ws
+        a = concat_atom(self.any_value())
+        return self.budget(f"\\[{ws}(?:{a},{ws})*{concat_atom(c)}(?:,{ws}{a})*{ws}\\]", node.pointer)
+
+    def _unique(self, f: Flat, elems: list[str], mn: int, mx: int | None) -> str:
+        ptr = f.unique or ""
+        values = self._finite(f.items or [], f.refs) if not f.prefix and f.items else None
+        if values is None or mn > 1 or (mx is not None and mx < len(values)):
+            raise SchemaError("uniqueItems needs a small finite item domain", "uniqueItems", ptr)
+        lits = [self.literal(v) for v in values]
+        return self.budget(
+            f"\\[{self.ws}" + self._layout([(x, False) for x in lits], None, mn > 0) + f"{self.ws}\\]", ptr
+        )
+
+    def _finite(self, nodes: list[Node], refs: tuple[str, ...]) -> list[Any] | None:
+        values: dict[str, Any] = {}
+        for flat in self._merge_nodes(nodes, refs):
+            if flat.enum is not None:
+                found = [v for v in flat.enum if self.valid(v, flat.sources)]
+            elif self._types(flat) <= {"null", "boolean"} and not flat.nots:
+                found = [v for v in (None, True, False) if _json_type(v) in flat.types]
+            else:
+                return None
+            values.update((_canon(v), v) for v in found)
+        return list(values.values()) if len(values) <= 16 else None
+
+    def _layout(self, members: list[tuple[str, bool]], extra: str | None, nonempty: bool) -> str:
+        """Comma-separated members in order (required flag each), then ``extra`` repeated; no counts."""
+        ws = self.ws
+        n = len(members)
+        after: list[str] = [""] * (n + 1)  # members i.. when something was already emitted
+        for i in range(n - 1, -1, -1):
+            rx, req = members[i]
+            item = f",{ws}{concat_atom(rx)}"
+            after[i] = (item if req else opt(item)) + after[i + 1]
+        first: str | None = None  # members i.. when nothing was emitted yet (non-empty)
+        for i in range(n - 1, -1, -1):
+            rx, req = members[i]
+            here = concat_atom(rx) + after[i + 1]
+            first = here if req else alt([here] + ([first] if first else []))
+        any_required = any(req for _, req in members)
+        if extra is not None:
+            tail = star(f",{ws}{concat_atom(extra)}")
+            head = first if any_required else alt([first, extra] if first else [extra])
+            first = concat_atom(head) + tail
+        if first is None:
+            return ""
+        return first if nonempty or any_required else opt(first)
+
+    def compile_object(self, f: Flat, forbidden: set[str]) -> str:
+        ptr = f.sources[0].pointer
+        ws = self.ws
+        for kw_ptr in (p for _, _, p in f.dep_required):
+            self.note(kw_ptr, "dependentRequired")
+        names = list(f.props)
+        for r in f.required:
+            if r not in f.props:
+                names.append(r)
+        members: list[tuple[str, bool]] = []
+        declared_keys = set(names) | forbidden
+        for name in names:
+            required = name in f.required
+            if name in forbidden:
+                if required:
+                    raise Unsatisfiable
+                continue
+            if f.prop_names and not self.valid(name, f.prop_names):
+                if required:
+                    raise Unsatisfiable
+                continue
+            nodes = self._prop_nodes(f, name)
+            try:
+                if nodes is None:
+                    raise Unsatisfiable
+                value = self.compile_nodes(nodes, f.refs) if nodes else self.any_value()
+            except Unsatisfiable:
+                if required:
+                    raise
+                continue
+            members.append((string_literal(name) + ":" + ws + concat_atom(value), required))
+        present_req = {n for n in f.required}
+        for name, deps, dptr in f.dep_required:
+            optional_present = any(m for m in names if m == name) and name not in present_req
+            if optional_present and not all(d in present_req for d in deps):
+                raise SchemaError(
+                    "dependentRequired on optional properties is not supported", "dependentRequired", dptr
+                )
+        extra = self._extra(f, declared_keys)
+        n_req = sum(1 for _, r in members if r)
+        if f.min_props > n_req or (
+            f.max_props is not None and (f.max_props < len(members) or extra is not None)
+        ):
+            if f.max_props is not None and f.max_props < n_req:
+                raise Unsatisfiable
+            body = self._counted_layout(members, extra, f.min_props, f.max_props, ptr)
+        else:
+            body = self._layout(members, extra, False)
+        return self.budget(f"\\{{{ws}" + body + f"{ws}\\}}", ptr)
+
+    def _counted_layout(
+        self, members: list[tuple[str, bool]], extra: str | None, mn: int, mx: int | None, ptr: str
+    ) -> str:
+        ws = self.ws
+        if sum(1 for _, r in members if not r) > 8:
+            raise SchemaError("min/maxProperties with many optional properties", "minProperties", ptr)
+
+        def gen(i: int, c: int) -> str | None:
+            if mx is not None and c > mx:
+                return None
+            if i == len(members):
+                a = max(0, mn - c)
+                b = None if mx is None else mx - c
+                if extra is None:
+                    return "" if a == 0 else None
+                if c == 0:
+                    if b == 0:
+                        return "" if a == 0 else None
+                    body = concat_atom(extra) + repeat(
+                        f",{ws}{concat_atom(extra)}", max(a - 1, 0), None if b is None else b - 1
+                    )
+                    return body if a > 0 else opt(body)
+                return repeat(f",{ws}{concat_atom(extra)}", a, b)
+            rx, req = members[i]
+            sep = "" if c == 0 else "," + ws
+            take = gen(i + 1, c + 1)
+            options = [] if take is None else [sep + concat_atom(rx) + take]
+            if not req:
+                skip = gen(i + 1, c)
+                if skip is not None:
+                    options.append(skip)
+            if not options:
+                return None
+            return alt(options)
+
+        body = gen(0, 0)
+        if body is None:
+            raise Unsatisfiable
+        return body
+
+    def _extra(self, f: Flat, declared: set[str]) -> str | None:
+        """Regex of one additional ``"key":value`` member, or None when none is allowed."""
+        ws = self.ws
+        if f.pattern_props:
+            if len(f.pattern_props) > 1:
+                raise SchemaError("several patternProperties", "patternProperties", f.pattern_props[1][1])
+            pattern, pptr, pnode = f.pattern_props[0]
+            key_rx = pattern_regex(pattern, pptr)
+            if any(re.fullmatch(key_rx, json.dumps(d)[1:-1]) for d in declared):
+                raise SchemaError("patternProperties matching a declared property", "patternProperties", pptr)
+            if f.prop_names:
+                raise SchemaError(
+                    "propertyNames with patternProperties", "propertyNames", f.prop_names[0].pointer
+                )
+            try:
+                value = self.compile_nodes([pnode], f.refs)
+            except Unsatisfiable:
+                return None
+            return f'"{key_rx}":{ws}{concat_atom(value)}'
+        if f.additional is not None and any(n.schema is False for n in f.additional):
+            return None
+        if f.prop_names:
+            key_rx = self._names(f, declared)
+        else:
+            key_rx = _excluding(sorted(declared))
+        if key_rx is None:
+            return None
+        try:
+            value = self.compile_nodes(f.additional, f.refs) if f.additional else self.any_value()
+        except Unsatisfiable:
+            return None
+        return f'"{key_rx}":{ws}{concat_atom(value)}'
+
+    def _names(self, f: Flat, declared: set[str]) -> str | None:
+        finite = self._finite(f.prop_names, f.refs)
+        if finite is not None:
+            names = [v for v in finite if isinstance(v, str) and v not in declared]
+            return alt(concat_atom(string_literal(n)[1:-1]) for n in names) if names else None
+        if declared:
+            raise SchemaError(
+                "propertyNames with declared properties", "propertyNames", f.prop_names[0].pointer
+            )
+        flats = self._merge_nodes(f.prop_names, f.refs)
+        parts = []
+        for flat in flats:
+            flat = replace(flat, types=flat.types & {"string"})
+            if not flat.types:
+                continue
+            try:
+                parts.append(self.compile_string(flat, self._nots(flat, {"string"})[0])[1:-1])
+            except Unsatisfiable:
+                continue
+        return alt(parts) if parts else None
+
+
+def _min_opt(a: int | None, b: int | None) -> int | None:
+    if a is None or b is None:
+        return a if b is None else b
+    return min(a, b)
+
+
+def _int_lower(b: Bound) -> int:
+    v = math.ceil(b.value)
+    return v + 1 if b.exclusive and v == b.value else v
+
+
+def _int_upper(b: Bound) -> int:
+    v = math.floor(b.value)
+    return v - 1 if b.exclusive and v == b.value else v
+
+
+def _excluding(words: list[str]) -> str:
+    """String content (any length) whose decoded value is none of ``words``."""
+    trie: dict[str, Any] = {}
+    for w in words:
+        node = trie
+        for c in w:
+            node = node.setdefault(c, {})
+        node[""] = {}
+    anything = group(ANY_CHAR) + "*"
+
+    def walk(node: dict[str, Any]) -> str:
+        children = sorted(k for k in node if k)
+        parts = [] if "" in node else [""]
+        other = cps_json(_complement_chars(children))
+        if other:
+            parts.append(concat_atom(other) + anything)
+        for c in children:
+            parts.append(concat_atom(_char_any_form(c)) + concat_atom(walk(node[c])))
+        return alt(parts)
+
+    return walk(trie)
+
+
+def _char_any_form(c: str) -> str:
+    return cps_json([(ord(c), ord(c))]) or ""
+
+
+def _complement_chars(chars: list[str]) -> list[tuple[int, int]]:
+    out = []
+    prev = 0
+    for cp in sorted(ord(c) for c in chars):
+        if cp > prev:
+            out.append((prev, cp - 1))
+        prev = cp + 1
+    if prev <= MAX_CP:
+        out.append((prev, MAX_CP))
+    return out
+
+
+_SIMPLE_REPEAT = re.compile(r"\^(\[(?:[^\]\\]|\\.)*\]|\\.|[^\\^$.|?*+()\[\]{}])(\*|\+|\{\d+(?:,\d*)?\})\$")
+
+
+def _simple_repeat(pattern: str, ptr: str) -> tuple[str, int, int | None] | None:
+    """``^X*$``-like pattern over one character set X: (X's regex, min, max)."""
+    m = _SIMPLE_REPEAT.fullmatch(pattern)
+    if not m:
+        return None
+    atom = anchored_pattern("^" + m.group(1) + "$", ptr)
+    if atom is None or atom[1] != 1 or atom[2] != 1:
+        return None
+    q = m.group(2)
+    if q == "*":
+        return atom[0], 0, None
+    if q == "+":
+        return atom[0], 1, None
+    a, comma, b = q[1:-1].partition(",")
+    return atom[0], int(a), (int(b) if b else None) if comma else int(a)
+
+
+def compile_json_schema(
+    schema: dict | bool, options: JsonSchemaOptions = JsonSchemaOptions()
+) -> CompiledSchema:
+    """Compile ``schema`` into a regex of its instances' JSON texts (see the module docstring)."""
+    compiler = _Compiler(schema, options)
+    try:
+        rx = compiler.compile_nodes([Node(schema, "", ROOT_URI)], ())
+    except Unsatisfiable:
+        raise SchemaError("the schema admits no instance (within the recursion limit)", "false", "") from None
+    except RecursionError:
+        raise SchemaError("schema nesting too deep", "$", "") from None
+    explain = tuple(ExplainEntry(p, tuple(sorted(k))) for p, k in sorted(compiler.explain.items()))
+    return CompiledSchema(compiler.budget(rx, ""), explain)

@@ -1,0 +1,307 @@
+"""Chat completions: OpenAI request -> engine request -> OpenAI response (whole or streamed).
+
+Contract: `ChatService.prepare()` turns a validated `ChatCompletionRequest` into a `GenerationRequest` or
+raises `APIError` (400/404) naming the parameter; `complete()` returns a `ChatCompletion`; `stream()` yields
+the SSE lines of OpenAI's streaming protocol, ending with `data: [DONE]`. A client that goes away cancels
+its request in the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import jsonschema
+from transformers import PreTrainedTokenizerBase
+
+from constrained.engine import (
+    ChoiceDelta,
+    ChoiceFinished,
+    Engine,
+    Event,
+    GenerationRequest,
+    RequestFailed,
+    RequestFinished,
+    RequestHandle,
+    TokenLogprob,
+)
+from constrained.grammar import Grammar, GrammarCompiler, GrammarError
+from constrained.sampling import SamplingParams
+from constrained.tokenizer_info import TokenizerInfo
+from grammars import SchemaError
+from server.errors import APIError
+from server.protocol import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Choice,
+    ChoiceLogprobs,
+    ChunkChoice,
+    DeltaMessage,
+    TokenLogprobOut,
+    TopLogprob,
+    Usage,
+)
+
+SCHEMA_PARAM = "response_format.json_schema.schema"
+
+
+@dataclass
+class ChatService:
+    engine: Engine
+    tokenizer: PreTrainedTokenizerBase
+    compiler: GrammarCompiler
+    model_id: str
+    compile_timeout_s: float = 30.0
+    system_fingerprint: str = "fp_constrained_0.1"
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def info(self) -> TokenizerInfo:
+        return self.compiler.info
+
+    # ------------------------------------------------------------------ request -> engine
+    async def prepare(self, request: ChatCompletionRequest) -> GenerationRequest:
+        if request.model != self.model_id:
+            raise APIError(
+                f"The model '{request.model}' does not exist; this server serves '{self.model_id}'.",
+                status=404,
+                type="invalid_request_error",
+                param="model",
+                code="model_not_found",
+            )
+        prompt_ids = self._render_prompt(request)
+        max_tokens = self._max_tokens(request, len(prompt_ids))
+        grammar = await self._grammar(request)
+        return GenerationRequest(
+            prompt_ids=prompt_ids,
+            max_tokens=max_tokens,
+            params=self._sampling_params(request),
+            n=request.n,
+            grammar=grammar,
+            stop=request.stop_list,
+            logprobs=request.logprobs,
+            top_logprobs=request.top_logprobs or 0,
+        )
+
+    def _render_prompt(self, request: ChatCompletionRequest) -> list[int]:
+        messages = [
+            {"role": "system" if m.role == "developer" else m.role, "content": m.text}
+            for m in request.messages
+        ]
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def _max_tokens(self, request: ChatCompletionRequest, prompt_tokens: int) -> int:
+        window = self.engine.context_window
+        room = window - prompt_tokens
+        if room <= 0:
+            raise APIError(
+                f"This model's maximum context length is {window} tokens; the messages alone take "
+                f"{prompt_tokens} tokens.",
+                param="messages",
+                code="context_length_exceeded",
+            )
+        wanted = request.requested_max_tokens
+        if wanted is None:
+            return room
+        if wanted > room and request.context_length_exceeded_behavior == "error":
+            raise APIError(
+                f"This model's maximum context length is {window} tokens; you requested "
+                f"{prompt_tokens + wanted} tokens ({prompt_tokens} in the messages, {wanted} for the completion).",
+                param="max_tokens",
+                code="context_length_exceeded",
+            )
+        return min(wanted, room)
+
+    def _sampling_params(self, request: ChatCompletionRequest) -> SamplingParams:
+        bias: dict[int, float] = {}
+        for key, value in (request.logit_bias or {}).items():
+            try:
+                token_id = int(key)
+            except ValueError:
+                token_id = -1
+            if not 0 <= token_id < self.info.vocab_size:
+                raise APIError(
+                    f"invalid logit_bias key {key!r}: must be a token id in [0, {self.info.vocab_size})",
+                    param="logit_bias",
+                    code="invalid_value",
+                )
+            bias[token_id] = value
+        return SamplingParams(
+            temperature=request.temperature,
+            top_p=request.top_p,
+            top_k=max(request.top_k, 0),
+            min_p=request.min_p,
+            repetition_penalty=request.repetition_penalty,
+            frequency_penalty=request.frequency_penalty,
+            presence_penalty=request.presence_penalty,
+            logit_bias=bias,
+            seed=request.seed,
+        )
+
+    async def _grammar(self, request: ChatCompletionRequest) -> Grammar | None:
+        fmt = request.response_format
+        if fmt is None or fmt.type == "text":
+            return None
+        if fmt.type == "json_object":
+            return await self.compile(self.compiler.compile_json_object, "response_format")
+        schema = fmt.json_schema.schema_
+        try:
+            jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator).check_schema(
+                schema
+            )
+        except jsonschema.SchemaError as exc:
+            pointer = "/" + "/".join(str(p) for p in exc.absolute_path)
+            raise APIError(
+                f"invalid JSON schema at '{pointer}': {exc.message}",
+                param=SCHEMA_PARAM,
+                code="invalid_schema",
+            ) from None
+        return await self.compile(lambda: self.compiler.compile_json_schema(schema), SCHEMA_PARAM)
+
+    async def compile(self, build, param: str) -> Grammar:
+        """Compile off the event loop, within the compile time budget; errors become 400s naming `param`."""
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(build), self.compile_timeout_s)
+        except (SchemaError, GrammarError) as exc:
+            raise APIError(str(exc), param=param, code="unsupported_schema") from None
+        except TimeoutError:
+            raise APIError(
+                f"compiling the constraint took longer than {self.compile_timeout_s:g} s",
+                param=param,
+                code="compile_timeout",
+            ) from None
+
+    # ------------------------------------------------------------------ engine -> response
+    def submit(self, request: GenerationRequest) -> tuple[RequestHandle, asyncio.Queue[Event]]:
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Event] = asyncio.Queue()
+        handle = self.engine.submit(
+            request, lambda event: loop.call_soon_threadsafe(events.put_nowait, event)
+        )
+        return handle, events
+
+    async def complete(self, request: ChatCompletionRequest, generation: GenerationRequest) -> ChatCompletion:
+        handle, events = self.submit(generation)
+        texts = [""] * generation.n
+        logprobs: list[list[TokenLogprobOut]] = [[] for _ in range(generation.n)]
+        reasons = ["stop"] * generation.n
+        try:
+            while True:
+                event = await events.get()
+                if isinstance(event, ChoiceDelta):
+                    texts[event.index] += event.text
+                    logprobs[event.index].extend(self._logprobs(event.logprobs))
+                elif isinstance(event, ChoiceFinished):
+                    reasons[event.index] = event.finish_reason
+                elif isinstance(event, RequestFailed):
+                    raise APIError(event.message, status=500, type="server_error")
+                elif isinstance(event, RequestFinished):
+                    usage = _usage(event)
+                    break
+        finally:
+            handle.cancel()
+        choices = [
+            Choice(
+                index=i,
+                message=AssistantMessage(content=texts[i]),
+                logprobs=ChoiceLogprobs(content=logprobs[i]) if request.logprobs else None,
+                finish_reason=reasons[i],
+            )
+            for i in range(generation.n)
+        ]
+        return ChatCompletion(
+            id=_completion_id(),
+            created=int(time.time()),
+            model=self.model_id,
+            system_fingerprint=self.system_fingerprint,
+            choices=choices,
+            usage=usage,
+        )
+
+    async def stream(
+        self, request: ChatCompletionRequest, generation: GenerationRequest
+    ) -> AsyncIterator[str]:
+        handle, events = self.submit(generation)
+        completion_id, created = _completion_id(), int(time.time())
+        include_usage = bool(request.stream_options and request.stream_options.include_usage)
+
+        def chunk(choices: list[ChunkChoice], usage: Usage | None = None) -> str:
+            body = ChatCompletionChunk(
+                id=completion_id,
+                created=created,
+                model=self.model_id,
+                system_fingerprint=self.system_fingerprint,
+                choices=choices,
+                usage=usage,
+            )
+            data = body.model_dump(
+                mode="json", exclude={"usage"} if usage is None and not include_usage else None
+            )
+            for choice, raw in zip(choices, data["choices"], strict=True):
+                raw["delta"] = choice.delta.model_dump(exclude_none=True)
+            return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+        try:
+            for i in range(generation.n):
+                yield chunk([ChunkChoice(index=i, delta=DeltaMessage(role="assistant", content=""))])
+            while True:
+                event = await events.get()
+                if isinstance(event, ChoiceDelta):
+                    lp = ChoiceLogprobs(content=self._logprobs(event.logprobs)) if request.logprobs else None
+                    yield chunk(
+                        [ChunkChoice(index=event.index, delta=DeltaMessage(content=event.text), logprobs=lp)]
+                    )
+                elif isinstance(event, ChoiceFinished):
+                    yield chunk(
+                        [
+                            ChunkChoice(
+                                index=event.index, delta=DeltaMessage(), finish_reason=event.finish_reason
+                            )
+                        ]
+                    )
+                elif isinstance(event, RequestFailed):
+                    error = APIError(event.message, status=500, type="server_error")
+                    yield f"data: {json.dumps(error.body())}\n\n"
+                    break
+                elif isinstance(event, RequestFinished):
+                    if include_usage:
+                        yield chunk([], usage=_usage(event))
+                    break
+            yield "data: [DONE]\n\n"
+        finally:
+            handle.cancel()
+
+    def _logprobs(self, items: list[TokenLogprob]) -> list[TokenLogprobOut]:
+        return [
+            TokenLogprobOut(
+                **self._top(item.token_id, item.logprob).model_dump(),
+                top_logprobs=[self._top(token_id, logprob) for token_id, logprob in item.top],
+            )
+            for item in items
+        ]
+
+    def _top(self, token_id: int, logprob: float) -> TopLogprob:
+        data = self.info.token_bytes[token_id]
+        token = data.decode("utf-8", errors="backslashreplace") or self.tokenizer.convert_ids_to_tokens(
+            token_id
+        )
+        return TopLogprob(token=token, logprob=max(logprob, -9999.0), bytes=list(data))
+
+
+def _usage(event: RequestFinished) -> Usage:
+    return Usage(
+        prompt_tokens=event.prompt_tokens,
+        completion_tokens=event.completion_tokens,
+        total_tokens=event.prompt_tokens + event.completion_tokens,
+    )
+
+
+def _completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex[:24]}"

@@ -1,0 +1,92 @@
+"""OpenAI-shaped errors: `{"error": {"message", "type", "param", "code"}}` with the right HTTP status.
+
+Contract: raise `APIError` anywhere in a request handler; `install_error_handlers(app)` turns it, request
+validation failures (bad JSON, wrong types, out-of-range values, unknown fields) and unexpected exceptions
+into OpenAI-shaped JSON responses. Validation failures name the offending parameter.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+
+class APIError(Exception):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 400,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = headers
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+def _param_path(loc: tuple) -> str | None:
+    parts = [p for p in loc if p != "body"]
+    path = ""
+    for part in parts:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif not str(part).startswith(("function-after", "function-before")) and "[" not in str(part):
+            path += ("." if path else "") + str(part)
+    return path or None
+
+
+def validation_error(exc: RequestValidationError) -> APIError:
+    first = exc.errors()[0]
+    kind = first.get("type", "")
+    if kind == "json_invalid":
+        return APIError(f"invalid JSON body: {first.get('msg')}", code="invalid_json")
+    param = _param_path(tuple(first.get("loc", ())))
+    if kind == "extra_forbidden":
+        return APIError(
+            f"unrecognized request argument supplied: {param}", param=param, code="unknown_parameter"
+        )
+    if kind == "missing":
+        return APIError(
+            f"missing required parameter: '{param}'", param=param, code="missing_required_parameter"
+        )
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    return APIError(f"invalid value for '{param}': {message}", param=param, code="invalid_value")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def _api_error(_: Request, exc: APIError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return validation_error(exc).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return APIError(str(exc.detail), status=exc.status_code, type=kind).response()
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return APIError(f"internal error: {exc}", status=500, type="server_error").response()

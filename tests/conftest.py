@@ -1,0 +1,104 @@
+"""Shared fixtures: the embedded tokenizer, a seeded random-weight model (the adversary), a live server."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+import uvicorn
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from constrained.models import LoadedModel, load_model
+from constrained.serving import build_service
+from server.app import create_app
+
+CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
+TEST_MODEL_ID = "random-smollm2"
+
+
+@pytest.fixture(scope="session")
+def embedded() -> LoadedModel:
+    """The real embedded model (de-quantized once, then loaded from the cache)."""
+    return load_model("embedded")
+
+
+@pytest.fixture(scope="session")
+def tokenizer(embedded):
+    return embedded.tokenizer
+
+
+def random_model(vocab_size: int, seed: int = 0) -> LlamaForCausalLM:
+    """A tiny Llama with random weights over the real vocabulary: it picks strange tokens."""
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():  # spread the logits so sampling is far from uniform
+        model.lm_head.weight.mul_(8.0)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def adversary(tokenizer) -> LoadedModel:
+    return LoadedModel(random_model(len(tokenizer)), tokenizer, TEST_MODEL_ID)
+
+
+class LiveServer:
+    def __init__(self, app, port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started:
+            if time.time() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def adversary_service(adversary):
+    service = build_service(adversary, max_batch_size=16)
+    yield service
+    service.engine.shutdown()
+
+
+@pytest.fixture(scope="session")
+def live_server(adversary_service) -> Iterator[LiveServer]:
+    """A real uvicorn server on 127.0.0.1 serving the random-weight model."""
+    with LiveServer(create_app(adversary_service), free_port()) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def client(live_server):
+    import openai
+
+    return openai.OpenAI(base_url=live_server.url + "/v1", api_key="unused", max_retries=0, timeout=120)
