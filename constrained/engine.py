@@ -259,7 +259,47 @@ class Engine:
             generators=[seq.generator for seq in rows],
             return_logprobs=want_logprobs,
         )
-        return result.token_ids.tolist(), result.logprobs
+        tokens = result.token_ids.tolist()
+        self._close_within_budget(logits, rows, history, tokens, result.logprobs)
+        return tokens, result.logprobs
+
+    def _close_within_budget(
+        self,
+        logits: torch.Tensor,
+        rows: list[_Sequence],
+        history: TokenHistory,
+        tokens: list[int],
+        logprobs: torch.Tensor | None,
+    ) -> None:
+        """Re-draw, among closing tokens, the rows whose token would leave no room to finish the output."""
+        redo = [
+            i
+            for i, (seq, token) in enumerate(zip(rows, tokens, strict=True))
+            if seq.matcher is not None and not seq.matcher.fits_budget(token, self._budget(seq))
+        ]
+        if not redo:
+            return
+        bitmask = allocate_bitmask(len(redo), self.vocab_size, device="cpu")
+        for slot, i in enumerate(redo):
+            rows[i].matcher.fill_closing_bitmask(bitmask, slot, self._budget(rows[i]))
+        index = torch.tensor(redo, dtype=torch.long, device=self.device)
+        result = sample(
+            logits.index_select(0, index),
+            [rows[i].handle.request.params for i in redo],
+            history=history.select(index),
+            bitmask=bitmask.to(self.device),
+            generators=[rows[i].generator for i in redo],
+            return_logprobs=logprobs is not None,
+        )
+        for slot, i in enumerate(redo):
+            tokens[i] = int(result.token_ids[slot])
+        if logprobs is not None:
+            logprobs[index] = result.logprobs
+
+    @staticmethod
+    def _budget(seq: _Sequence) -> int:
+        """Tokens this sequence may still generate, the next one included."""
+        return seq.handle.request.max_tokens - seq.generated
 
     def _advance(self, first_row: int, tokens: list[int], logprobs: torch.Tensor | None) -> None:
         """Feed the sampled tokens to rows first_row.. and emit their events."""

@@ -18,6 +18,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,8 @@ import torch
 from outlines_core import Index, Vocabulary
 
 from constrained.bitmask import pack_token_ids
+from constrained.closing import ClosingPlan
+from constrained.token_index import LazyTokenIndex, TokenVocabulary
 from constrained.tokenizer_info import TokenizerInfo
 from grammars import CompiledSchema, JsonSchemaOptions, compile_json_schema
 
@@ -49,7 +52,7 @@ def build_vocabulary(info: TokenizerInfo) -> Vocabulary:
 class Grammar:
     """An automaton over tokens; shared by every sequence that uses the same constraint."""
 
-    index: Index
+    index: Index | LazyTokenIndex
     info: TokenizerInfo
     source: str
     compile_seconds: float
@@ -69,9 +72,24 @@ class Grammar:
     def next_state(self, state: int, token_id: int) -> int | None:
         return self.index.get_next_state(state, token_id)
 
+    @cached_property
+    def closing(self) -> ClosingPlan | None:
+        """Budget-aware closing over the byte automaton; None for backends without one (outlines-core)."""
+        dfa = getattr(self.index, "dfa", None)
+        return ClosingPlan(dfa, self.info) if dfa is not None else None
+
+    def min_tokens(self) -> int:
+        """Tokens of the shortest complete output (greedy tokenization; 0 when unknown)."""
+        return self.closing.distance(self.initial_state) if self.closing is not None else 0
+
     def state_mask(self, state: int) -> np.ndarray:
         """Packed int32 bitmask of the tokens allowed in `state` (EOS included when `state` accepts)."""
         mask = self._masks.get(state)
+        if mask is None and isinstance(self.index, LazyTokenIndex):
+            mask = self.index.allowed_mask(state)  # EOS excluded, read-only and shared: copy before caching
+            eos = pack_token_ids(self._eos, self.info.vocab_size)
+            mask = mask | eos if self.is_final(state) else mask.copy()
+            self._masks[state] = mask
         if mask is None:
             allowed = np.asarray(self.index.get_allowed_tokens(state) or [], dtype=np.int64)
             allowed = allowed[~np.isin(allowed, self._eos)]
@@ -135,6 +153,22 @@ class Matcher:
             mask = pack_token_ids(self.grammar._eos, self.grammar.info.vocab_size)
         bitmask[row].copy_(torch.from_numpy(mask))
 
+    def fits_budget(self, token_id: int, budget: int) -> bool:
+        """Whether, after `token_id`, the output can still be completed within `budget - 1` more tokens."""
+        closing = self.grammar.closing
+        if closing is None or token_id in self.grammar.info.eos_token_ids:
+            return True
+        nxt = self.grammar.next_state(self.state, token_id)
+        return nxt is not None and closing.distance(nxt) <= budget - 1
+
+    def fill_closing_bitmask(self, bitmask: torch.Tensor, row: int, budget: int) -> None:
+        """Allow only the tokens that close the output within `budget` tokens (this one included)."""
+        grammar = self.grammar
+        allowed = grammar.closing.closing_tokens(self.state, budget)
+        if grammar.is_final(self.state):
+            allowed = np.concatenate([allowed, grammar._eos])
+        bitmask[row].copy_(torch.from_numpy(pack_token_ids(allowed, grammar.info.vocab_size)))
+
     def is_terminated(self) -> bool:
         return self._terminated
 
@@ -143,11 +177,21 @@ class Matcher:
 
 
 class GrammarCompiler:
-    """Compiles constraints for one tokenizer, with a bounded LRU cache shared by all requests."""
+    """Compiles constraints for one tokenizer, with a bounded LRU cache shared by all requests.
 
-    def __init__(self, info: TokenizerInfo, *, cache_size: int = 256) -> None:
+    `backend="lazy"` (default) builds `constrained.token_index.LazyTokenIndex` (masks computed per state on
+    first visit); `backend="outlines"` builds outlines-core's `Index` up front (the reference oracle).
+    """
+
+    def __init__(self, info: TokenizerInfo, *, cache_size: int = 256, backend: str = "lazy") -> None:
+        if backend not in ("lazy", "outlines"):
+            raise ValueError(f"unknown token index backend {backend!r} (expected 'lazy' or 'outlines')")
         self.info = info
-        self._vocabulary = build_vocabulary(info)
+        self.backend = backend
+        if backend == "outlines":
+            self._vocabulary = build_vocabulary(info)
+        else:
+            self._token_vocabulary = TokenVocabulary.from_info(info)
         self._cache: OrderedDict[tuple, Grammar] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -179,7 +223,10 @@ class GrammarCompiler:
         compiled = build()
         start = time.perf_counter()
         try:
-            index = Index(compiled.regex, self._vocabulary)
+            if self.backend == "outlines":
+                index = Index(compiled.regex, self._vocabulary)
+            else:
+                index = LazyTokenIndex(compiled.regex, self._token_vocabulary)
         except Exception as exc:  # outlines-core raises ValueError/RuntimeError on bad or huge regexes
             raise GrammarError(f"cannot build a token automaton: {exc}") from exc
         grammar = Grammar(index, self.info, compiled.regex, time.perf_counter() - start, compiled.explain)

@@ -78,6 +78,14 @@ class ChatService:
         prompt_ids = self._render_prompt(request)
         max_tokens = self._max_tokens(request, len(prompt_ids))
         grammar = await self._grammar(request)
+        shortest = await asyncio.to_thread(grammar.min_tokens) if grammar is not None else 0
+        if shortest > max_tokens:
+            raise APIError(
+                f"max_tokens={max_tokens} is too small: the shortest output matching the constraint takes "
+                f"{shortest} tokens",
+                param="max_tokens",
+                code="max_tokens_too_small",
+            )
         return GenerationRequest(
             prompt_ids=prompt_ids,
             max_tokens=max_tokens,

@@ -1,0 +1,561 @@
+"""A lazily built byte-level DFA for a regex, with outlines-core's (regex-automata's) match semantics.
+
+The regex is parsed into interned terms over BYTES (a Unicode class becomes an alternation of UTF-8 byte
+sequences, so tokens may split a multi-byte character). A DFA state is an ordered tuple of "threads"
+(continuation terms, highest priority first), as in regex-automata's leftmost-first determinisation: the
+ordered linear form of a state (Antimirov partial derivatives, kept in NFA priority order) lists
+`(byte set, continuation)` items and at most one MATCH; transitions only follow the items before the first
+MATCH (lower-priority threads die once a higher-priority one has matched). This reproduces, e.g., that
+`a|abc` accepts only `a`, exactly like outlines-core's `Index`.
+
+Rows (256 byte transitions) are computed on first visit only, so nested bounded repeats never blow up:
+`r{n,m}` is a counter term and its derivatives are built on demand.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import unicodedata
+from functools import cache
+
+import numpy as np
+
+try:  # Python 3.11+: the (private) regex parser; only used to get a syntax tree.
+    from re import _constants as C
+    from re import _parser as sre_parse
+except ImportError:  # pragma: no cover
+    import sre_constants as C  # type: ignore[no-redef]
+    import sre_parse  # type: ignore[no-redef]
+
+EMPTY, EPS = 0, 1  # term ids of the empty language and the empty string
+K_EMPTY, K_EPS, K_BYTES, K_CAT, K_ALT, K_REP = range(6)
+ALL_BYTES = (1 << 256) - 1
+DEAD = -1
+MAX_CODEPOINT = 0x10FFFF
+SURROGATES = (0xD800, 0xDFFF)
+
+
+class RegexUnsupported(ValueError):
+    """The regex uses syntax outside the supported subset."""
+
+
+# ----------------------------------------------------------------------------------------------- Unicode
+
+
+def _normalize(ranges: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """Sorted, merged codepoint ranges with the surrogates removed."""
+    out: list[list[int]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    res = []
+    for lo, hi in out:
+        if hi < SURROGATES[0] or lo > SURROGATES[1]:
+            res.append((lo, hi))
+            continue
+        if lo < SURROGATES[0]:
+            res.append((lo, SURROGATES[0] - 1))
+        if hi > SURROGATES[1]:
+            res.append((SURROGATES[1] + 1, hi))
+    return tuple(r for r in res if r[0] <= r[1])
+
+
+def _complement(ranges: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+    out, nxt = [], 0
+    for lo, hi in ranges:
+        if lo > nxt:
+            out.append((nxt, lo - 1))
+        nxt = hi + 1
+    if nxt <= MAX_CODEPOINT:
+        out.append((nxt, MAX_CODEPOINT))
+    return _normalize(out)
+
+
+def utf8_sequences(lo: int, hi: int) -> list[list[tuple[int, int]]]:
+    """UTF-8 byte-range sequences matching exactly the scalar values in [lo, hi] (as Rust's Utf8Sequences)."""
+    out = []
+    stack = [(lo, hi)]
+    while stack:
+        lo, hi = stack.pop()
+        if lo > hi:
+            continue
+        if lo <= SURROGATES[1] and hi >= SURROGATES[0]:  # remove surrogates
+            stack.append((SURROGATES[1] + 1, hi))
+            stack.append((lo, SURROGATES[0] - 1))
+            continue
+        split = False
+        for edge in (0x7F, 0x7FF, 0xFFFF):
+            if lo <= edge < hi:
+                stack.append((edge + 1, hi))
+                stack.append((lo, edge))
+                split = True
+                break
+        if split:
+            continue
+        if hi <= 0x7F:
+            out.append([(lo, hi)])
+            continue
+        for i in range(1, 4):
+            m = (1 << (6 * i)) - 1
+            if lo & ~m != hi & ~m:
+                if lo & m != 0:
+                    stack.append(((lo | m) + 1, hi))
+                    stack.append((lo, lo | m))
+                    split = True
+                    break
+                if hi & m != m:
+                    stack.append((hi & ~m, hi))
+                    stack.append((lo, (hi & ~m) - 1))
+                    split = True
+                    break
+        if split:
+            continue
+        a, b = chr(lo).encode(), chr(hi).encode()
+        out.append(list(zip(a, b, strict=True)))
+    return out
+
+
+# Nd added in Unicode 15/16 (regex-automata's tables are Unicode 16; Python 3.11's are 14)
+_ND_UNICODE_16 = (
+    (0x10D40, 0x10D49),
+    (0x116D0, 0x116E3),
+    (0x11BF0, 0x11BF9),
+    (0x11F50, 0x11F59),
+    (0x16130, 0x16139),
+    (0x16D70, 0x16D79),
+    (0x1CCF0, 0x1CCF9),
+    (0x1E4F0, 0x1E4F9),
+    (0x1E5F1, 0x1E5FA),
+)
+
+_WHITE_SPACE = (
+    (0x09, 0x0D),
+    (0x20, 0x20),
+    (0x85, 0x85),
+    (0xA0, 0xA0),
+    (0x1680, 0x1680),
+    (0x2000, 0x200A),
+    (0x2028, 0x2029),
+    (0x202F, 0x202F),
+    (0x205F, 0x205F),
+    (0x3000, 0x3000),
+)
+
+
+def _ranges_where(pred) -> tuple[tuple[int, int], ...]:
+    out = []
+    start = None
+    for cp in range(MAX_CODEPOINT + 2):
+        ok = cp <= MAX_CODEPOINT and pred(chr(cp))
+        if ok and start is None:
+            start = cp
+        elif not ok and start is not None:
+            out.append((start, cp - 1))
+            start = None
+    return _normalize(out)
+
+
+@cache
+def _category(cat) -> tuple[tuple[int, int], ...]:
+    """Rust regex's Unicode meaning of \\d, \\s, \\w (Python's Unicode tables; approximations noted)."""
+    name = str(cat).lower()
+    if "digit" in name:
+        base = _normalize([*_ranges_where(lambda c: unicodedata.category(c) == "Nd"), *_ND_UNICODE_16])
+    elif "space" in name:
+        base = _normalize(list(_WHITE_SPACE))
+    elif "word" in name:
+        word_cats = {"Mn", "Mc", "Me", "Nd", "Pc", "Nl"}
+        base = _ranges_where(
+            lambda c: c.isalpha() or unicodedata.category(c) in word_cats or c in "\u200c\u200d"
+        )
+    else:
+        raise RegexUnsupported(f"unsupported category {cat}")
+    return _complement(base) if "not" in name else base
+
+
+# ----------------------------------------------------------------------------------------------- terms
+
+
+class TermStore:
+    """Hash-consed regex terms over bytes, with cached ordered linear forms."""
+
+    def __init__(self) -> None:
+        self.kind: list[int] = [K_EMPTY, K_EPS]
+        self.data: list[tuple] = [(), ()]
+        self.nullable: list[bool] = [False, True]
+        self._intern: dict[tuple, int] = {}
+        self._lf: dict[int, tuple] = {}
+        self._class_cache: dict[tuple, int] = {}
+
+    def _mk(self, kind: int, data: tuple, nullable: bool) -> int:
+        key = (kind, data)
+        tid = self._intern.get(key)
+        if tid is None:
+            tid = len(self.kind)
+            self.kind.append(kind)
+            self.data.append(data)
+            self.nullable.append(nullable)
+            self._intern[key] = tid
+        return tid
+
+    def byteset(self, mask: int) -> int:
+        return EMPTY if mask == 0 else self._mk(K_BYTES, (mask,), False)
+
+    def cat(self, a: int, b: int) -> int:
+        if a == EMPTY or b == EMPTY:
+            return EMPTY
+        if a == EPS:
+            return b
+        if b == EPS:
+            return a
+        if self.kind[a] == K_CAT:
+            x, y = self.data[a]
+            return self.cat(x, self.cat(y, b))
+        return self._mk(K_CAT, (a, b), self.nullable[a] and self.nullable[b])
+
+    def cat_all(self, items: list[int]) -> int:
+        out = EPS
+        for t in reversed(items):
+            out = self.cat(t, out)
+        return out
+
+    def alt(self, items: list[int]) -> int:
+        flat: list[int] = []
+        seen: set[int] = set()
+        for t in items:
+            for u in self.data[t] if self.kind[t] == K_ALT else (t,):
+                if u == EMPTY or u in seen:
+                    continue  # a later duplicate alternative is dominated by the earlier one
+                if flat and self.kind[u] == K_BYTES and self.kind[flat[-1]] == K_BYTES:
+                    u = self.byteset(self.data[flat[-1]][0] | self.data[u][0])
+                    seen.discard(flat.pop())
+                seen.add(u)
+                flat.append(u)
+        if not flat:
+            return EMPTY
+        if len(flat) == 1:
+            return flat[0]
+        return self._mk(K_ALT, tuple(flat), any(self.nullable[u] for u in flat))
+
+    def rep(self, r: int, lo: int, hi: int | None, greedy: bool = True) -> int:
+        if hi is not None and hi < lo:
+            return EMPTY
+        if hi == 0:
+            return EPS
+        if r == EMPTY:
+            return EPS if lo == 0 else EMPTY
+        if r == EPS:
+            return EPS
+        if lo == 1 and hi == 1:
+            return r
+        return self._mk(K_REP, (r, lo, hi, greedy), lo == 0 or self.nullable[r])
+
+    def char_class(self, ranges: tuple[tuple[int, int], ...]) -> int:
+        """Term for one character among `ranges` (normalized codepoint ranges), as UTF-8 byte sequences."""
+        tid = self._class_cache.get(ranges)
+        if tid is None:
+            seqs = []
+            for lo, hi in ranges:
+                for seq in utf8_sequences(lo, hi):
+                    seqs.append(self.cat_all([self.byteset(_range_mask(a, b)) for a, b in seq]))
+            tid = self.alt(seqs)
+            self._class_cache[ranges] = tid
+        return tid
+
+    # Ordered linear form: tuple of items; an item is None (MATCH) or (byte mask, continuation term).
+    def lf(self, t: int) -> tuple:
+        res = self._lf.get(t)
+        if res is None:
+            res = self._compute_lf(t)
+            self._lf[t] = res
+        return res
+
+    def _compute_lf(self, t: int) -> tuple:
+        kind = self.kind[t]
+        if kind == K_EMPTY:
+            return ()
+        if kind == K_EPS:
+            return (None,)
+        if kind == K_BYTES:
+            return ((self.data[t][0], EPS),)
+        if kind == K_CAT:
+            a, b = self.data[t]
+            return self._lf_then(self.lf(a), b)
+        if kind == K_ALT:
+            return _dedupe(it for u in self.data[t] for it in self.lf(u))
+        r, lo, hi, greedy = self.data[t]
+        if lo > 0:
+            rest = self.rep(r, lo - 1, None if hi is None else hi - 1, greedy)
+            return self._lf_then(self.lf(r), rest)
+        if hi is None:  # r*: (r+)? in regex-automata; r's own MATCH (empty iteration) keeps its place
+            body = [None if it is None else (it[0], self.cat(it[1], t)) for it in self.lf(r)]
+        else:  # r{0,m} = (r r{0,m-1})?
+            rest = self.rep(r, 0, hi - 1, greedy)
+            body = list(self._lf_then(self.lf(r), rest))
+        return _dedupe(body + [None]) if greedy else _dedupe([None, *body])
+
+    def _lf_then(self, items: tuple, b: int) -> tuple:
+        out = []
+        for it in items:
+            if it is None:
+                out.extend(self.lf(b))
+            else:
+                out.append((it[0], self.cat(it[1], b)))
+        return _dedupe(out)
+
+
+def _dedupe(items) -> tuple:
+    seen = set()
+    out = []
+    for it in items:
+        if it not in seen:
+            seen.add(it)
+            out.append(it)
+    return tuple(out)
+
+
+@cache
+def _range_mask(a: int, b: int) -> int:
+    return ((1 << (b + 1)) - 1) ^ ((1 << a) - 1)
+
+
+# ----------------------------------------------------------------------------------------------- parser
+
+_ANY_BUT_NL = _normalize([(0, 9), (11, MAX_CODEPOINT)])
+
+
+def parse_regex(regex: str, store: TermStore) -> int:
+    """Parse `regex` (Rust regex syntax subset) into a term of `store`."""
+    from constrained.token_index.parser import _Unsupported, parse_fast
+
+    try:
+        return parse_fast(regex, store)
+    except _Unsupported:
+        pass  # Python's parser either handles it or gives the precise error
+    try:
+        tree = sre_parse.parse(regex, 0)
+    except (re.error, OverflowError, RecursionError) as exc:
+        raise RegexUnsupported(f"cannot parse regex: {exc}") from exc
+    if tree.state.flags & ~C.SRE_FLAG_UNICODE:
+        raise RegexUnsupported("inline flags are not supported")
+    return _convert(tree, store)
+
+
+def _class_ranges(items) -> tuple[tuple[int, int], ...]:
+    negate = False
+    ranges: list[tuple[int, int]] = []
+    for op, av in items:
+        if op is C.NEGATE:
+            negate = True
+        elif op is C.LITERAL:
+            ranges.append((av, av))
+        elif op is C.RANGE:
+            ranges.append(av)
+        elif op is C.CATEGORY:
+            ranges.extend(_category(av))
+        else:
+            raise RegexUnsupported(f"unsupported class item {op}")
+    norm = _normalize(ranges)
+    return _complement(norm) if negate else norm
+
+
+def _convert(sub, store: TermStore) -> int:
+    parts: list[int] = []
+    for op, av in sub.data if hasattr(sub, "data") else sub:
+        if op is C.LITERAL:
+            parts.append(store.char_class(((av, av),)))
+        elif op is C.NOT_LITERAL:
+            parts.append(store.char_class(_complement(_normalize([(av, av)]))))
+        elif op is C.ANY:
+            parts.append(store.char_class(_ANY_BUT_NL))
+        elif op is C.IN:
+            parts.append(store.char_class(_class_ranges(av)))
+        elif op is C.BRANCH:
+            parts.append(store.alt([_convert(b, store) for b in av[1]]))
+        elif op is C.SUBPATTERN:
+            _group, add_flags, del_flags, p = av
+            if add_flags & ~C.SRE_FLAG_UNICODE or del_flags:
+                raise RegexUnsupported("inline flags are not supported")
+            parts.append(_convert(p, store))
+        elif op is C.MAX_REPEAT or op is C.MIN_REPEAT:
+            lo, hi, p = av
+            parts.append(
+                store.rep(_convert(p, store), lo, None if hi is C.MAXREPEAT else hi, op is C.MAX_REPEAT)
+            )
+        else:
+            raise RegexUnsupported(f"unsupported regex construct {op}")
+    return store.cat_all(parts)
+
+
+# ----------------------------------------------------------------------------------------------- DFA
+
+
+class LazyDFA:
+    """Byte DFA whose rows are computed on first visit. States are small ints; DEAD (-1) is the dead state.
+
+    `trans[s, b]` is valid only where `known[s]`; `final[s]` is valid for every interned state. Mutations
+    happen under `lock`; readers of known rows need no lock.
+    """
+
+    def __init__(self, regex: str, *, max_states: int = 200_000) -> None:
+        self.store = TermStore()
+        self.root = parse_regex(regex, self.store)
+        self.max_states = max_states
+        self.lock = threading.RLock()
+        self._ids: dict[tuple[int, ...], int] = {}
+        self._states: list[tuple[int, ...]] = []
+        self.rows: list[list[int] | None] = []
+        cap = 64
+        self.trans = np.full((cap, 256), DEAD, dtype=np.int32)
+        self.known = np.zeros(cap, dtype=np.uint8)
+        self.final = np.zeros(cap, dtype=np.uint8)
+        self._partitions: dict[frozenset, list[tuple[int, np.ndarray]]] = {}
+        self._content_loop: dict[int, bool] = {}
+        self.initial = self._state((self.root,)) if self.root != EMPTY else DEAD
+
+    @property
+    def num_states(self) -> int:
+        return len(self._states)
+
+    def _state(self, threads: tuple[int, ...]) -> int:
+        sid = self._ids.get(threads)
+        if sid is None:
+            sid = len(self._states)
+            if sid >= self.max_states:
+                raise RegexUnsupported(f"automaton exceeds {self.max_states} states")
+            if sid >= len(self.known):
+                self._grow()
+            self._ids[threads] = sid
+            self._states.append(threads)
+            self.rows.append(None)
+            self.final[sid] = any(self.store.nullable[t] for t in threads)
+        return sid
+
+    def _grow(self) -> None:
+        cap = 2 * len(self.known)
+        trans = np.full((cap, 256), DEAD, dtype=np.int32)
+        trans[: len(self.trans)] = self.trans
+        known = np.zeros(cap, dtype=np.uint8)
+        known[: len(self.known)] = self.known
+        final = np.zeros(cap, dtype=np.uint8)
+        final[: len(self.final)] = self.final
+        self.trans, self.known, self.final = trans, known, final
+
+    def is_final(self, state: int) -> bool:
+        return state >= 0 and bool(self.final[state])
+
+    def row(self, state: int) -> list[int]:
+        row = self.rows[state]
+        if row is None:
+            with self.lock:
+                row = self.rows[state]
+                if row is None:
+                    row = self._expand(state)
+        return row
+
+    def loops_on_string_content(self, state: int) -> bool:
+        """True iff every JSON-string content character (see `STRING_CONTENT`) leads from `state` back to
+        `state`, with the token rule satisfied (no final intermediate state unless `state` is final)."""
+        res = self._content_loop.get(state)
+        if res is None:
+            res = self._check_content_loop(state)
+            self._content_loop[state] = res
+        return res
+
+    def _check_content_loop(self, state: int) -> bool:
+        row = self.row(state)
+        if row[0x61] != state or row[0x20] != state:  # cheap pre-check: ASCII content must loop
+            return False
+        final_ok = bool(self.final[state])
+        for seq in _string_content_sequences():
+            cur = {state}
+            for j, (lo, hi) in enumerate(seq):
+                nxt = set()
+                for st in cur:
+                    r = self.row(st)
+                    nxt.update(r[lo : hi + 1])
+                if DEAD in nxt:
+                    return False
+                if j < len(seq) - 1 and not final_ok and any(self.final[x] for x in nxt):
+                    return False
+                cur = nxt
+            if cur != {state}:
+                return False
+        return True
+
+    def expand_many(self, states) -> None:
+        with self.lock:
+            for s in states:
+                if self.rows[s] is None:
+                    self._expand(s)
+
+    def _expand(self, state: int) -> list[int]:
+        store = self.store
+        items = []
+        seen = set()
+        for t in self._states[state]:
+            for it in store.lf(t):
+                if it is None:
+                    break
+                if it not in seen:
+                    seen.add(it)
+                    items.append(it)
+            else:
+                continue
+            break  # a MATCH: lower-priority threads do not transition (leftmost-first)
+        row_arr = np.full(256, DEAD, dtype=np.int32)
+        if items:
+            masks = frozenset(m for m, _ in items)
+            blocks = self._partitions.get(masks)
+            if blocks is None:
+                blocks = _partition(masks)
+                self._partitions[masks] = blocks
+            for rep, sel in blocks:
+                nxt = []
+                got = set()
+                for m, k in items:
+                    if (m >> rep) & 1 and k not in got:
+                        got.add(k)
+                        nxt.append(k)
+                if nxt:
+                    row_arr[sel] = self._state(tuple(nxt))
+        row = row_arr.tolist()
+        self.trans[state] = row_arr
+        self.rows[state] = row
+        self.known[state] = 1
+        return row
+
+
+# JSON-string content characters: everything but `"`, `\\`, C0 and C1 controls (0x00-0x1F, 0x7F-0x9F).
+STRING_CONTENT = ((0x20, 0x21), (0x23, 0x5B), (0x5D, 0x7E), (0xA0, 0x10FFFF))
+
+
+@cache
+def _string_content_sequences() -> list[list[tuple[int, int]]]:
+    return [seq for lo, hi in _normalize(list(STRING_CONTENT)) for seq in utf8_sequences(lo, hi)]
+
+
+def _partition(masks) -> list[tuple[int, np.ndarray]]:
+    """Blocks of bytes that no mask separates: (representative byte, boolean selector over 256 bytes)."""
+    covered = 0
+    for m in masks:
+        covered |= m
+    blocks = [covered]
+    for m in masks:
+        nb = []
+        for b in blocks:
+            x, y = b & m, b & ~m
+            if x:
+                nb.append(x)
+            if y:
+                nb.append(y)
+        blocks = nb
+    out = []
+    for b in blocks:
+        rep = (b & -b).bit_length() - 1
+        sel = np.unpackbits(np.frombuffer(b.to_bytes(32, "little"), dtype=np.uint8), bitorder="little")
+        out.append((rep, sel.astype(bool)))
+    return out

@@ -1,0 +1,111 @@
+"""`LazyTokenIndex`: outlines-core `Index` semantics, computed per automaton state on first visit."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from constrained.token_index._walk import walk_trie
+from constrained.token_index.automaton import DEAD, LazyDFA
+from constrained.token_index.vocabulary import TokenVocabulary
+
+
+class LazyTokenIndex:
+    """Token-level automaton of `regex` over `vocab`, built lazily and shared by every sequence.
+
+    A token is allowed in state `s` iff feeding its bytes keeps the DFA alive, except that a token ending one
+    byte after a (leftmost-first) match must itself complete a match (outlines-core's rule). States are this
+    index's own ids (not outlines-core's). Masks never include EOS: the caller adds it in final states.
+    Thread-safe: lazy construction is serialised by a lock; cached masks are read without it.
+    """
+
+    def __init__(self, regex: str, vocab: TokenVocabulary, *, max_states: int = 200_000) -> None:
+        self.regex = regex
+        self.vocab = vocab
+        self.dfa = LazyDFA(regex, max_states=max_states)
+        self._masks: dict[int, np.ndarray] = {}
+
+    def get_initial_state(self) -> int:
+        return self.dfa.initial
+
+    def is_final_state(self, state: int) -> bool:
+        return self.dfa.is_final(state)
+
+    def get_next_state(self, state: int, token_id: int) -> int | None:
+        if state < 0 or not 0 <= token_id < self.vocab.vocab_size:
+            return None
+        data = self.vocab.token_bytes[token_id]
+        if data is None:
+            return None
+        dfa = self.dfa
+        rows = dfa.rows
+        prev = cur = state
+        for b in data:
+            row = rows[cur]
+            if row is None:
+                row = dfa.row(cur)
+            prev = cur
+            cur = row[b]
+            if cur == DEAD:
+                return None
+        if dfa.final[prev] and not dfa.final[cur]:
+            return None
+        return cur
+
+    def allowed_mask(self, state: int) -> np.ndarray:
+        """Packed int32 bitmask (bit j of word w = token 32w+j) of the allowed tokens; cached, read-only."""
+        mask = self._masks.get(state)
+        if mask is None:
+            with self.dfa.lock:
+                mask = self._masks.get(state)
+                if mask is None:
+                    mask = self._compute_mask(state)
+                    self._masks[state] = mask
+        return mask
+
+    def get_allowed_tokens(self, state: int) -> np.ndarray:
+        """Sorted ids of the allowed tokens (for parity checks and debugging)."""
+        bits = np.unpackbits(self.allowed_mask(state).view(np.uint8), bitorder="little")
+        return np.flatnonzero(bits[: self.vocab.vocab_size])
+
+    @property
+    def num_states(self) -> int:
+        return self.dfa.num_states
+
+    def _compute_mask(self, state: int) -> np.ndarray:
+        vocab = self.vocab
+        trie = vocab.trie
+        words = np.zeros(vocab.num_words, dtype=np.uint32)
+        if state >= 0 and self.dfa.loops_on_string_content(state):
+            words |= vocab.content_words
+            trie = vocab.rest
+        if state >= 0:
+            dfa = self.dfa
+            stack_node, stack_state, pend_node, pend_state = vocab.scratch()
+            stack_node[0] = 0
+            stack_state[0] = state
+            nstack = 1
+            while nstack:
+                npend = walk_trie(
+                    trie.child_ptr,
+                    trie.child_byte,
+                    trie.child_node,
+                    trie.tok_ptr,
+                    trie.tok_ids,
+                    dfa.trans,
+                    dfa.known,
+                    dfa.final,
+                    stack_node,
+                    stack_state,
+                    nstack,
+                    words,
+                    pend_node,
+                    pend_state,
+                )
+                if npend:
+                    dfa.expand_many(np.unique(pend_state[:npend]).tolist())
+                    stack_node[:npend] = pend_node[:npend]
+                    stack_state[:npend] = pend_state[:npend]
+                nstack = npend
+        mask = words.view(np.int32)
+        mask.flags.writeable = False
+        return mask

@@ -1,0 +1,75 @@
+"""Budget-aware closing: under any budget at or above the minimum, finished outputs parse and validate."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import jsonschema
+import pytest
+
+from constrained.closing import ClosingPlan
+from tests.conftest import TEST_MODEL_ID
+
+SCHEMAS = [
+    {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "tags": {"type": "array", "items": {"type": "string"}}},
+        "required": ["name", "tags"],
+        "additionalProperties": False,
+    },
+    {"type": "array", "items": {"type": "integer"}, "minItems": 2},
+    {"type": "object", "properties": {"a": {"type": "object", "properties": {"b": {"type": "number"}}}}},
+]
+
+
+class _Chain:
+    """A byte DFA for the language a(bc|d)e | x: state 0 -a-> 1 -b-> 2 -c-> 3 -e-> 4; 1 -d-> 3; 0 -x-> 4."""
+
+    edges = {0: {ord("a"): 1, ord("x"): 4}, 1: {ord("b"): 2, ord("d"): 3}, 2: {ord("c"): 3}, 3: {ord("e"): 4}}
+
+    def row(self, state):
+        return [self.edges.get(state, {}).get(b, -1) for b in range(256)]
+
+    def is_final(self, state):
+        return state == 4
+
+
+def test_shortest_completion_and_closing_tokens(tokenizer):
+    from constrained.tokenizer_info import TokenizerInfo
+
+    plan = ClosingPlan(_Chain(), TokenizerInfo.from_huggingface(tokenizer))
+    assert plan.completion(0) == b"x"  # shortest first, then smallest
+    assert plan.completion(1) == b"de"
+    assert plan.completion(4) == b""
+    assert plan.distance(4) == 0 and plan.distance(0) == 1
+    assert plan.distance(1) == len(tokenizer.encode("de", add_special_tokens=False))
+    ids = plan.closing_tokens(1, budget=plan.distance(1))
+    assert ids.size and all(
+        b"de".startswith(bytes(tokenizer.convert_ids_to_tokens(int(i)), "latin-1")) for i in ids
+    )
+
+
+@pytest.mark.parametrize("schema", SCHEMAS)
+def test_outputs_close_within_every_budget(live_server, schema):
+    payload = {
+        "model": TEST_MODEL_ID,
+        "messages": [{"role": "user", "content": "JSON please"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}},
+        "logit_bias": {"2": -100},  # the adversary must not end early on its own
+        "seed": 7,
+    }
+    url = live_server.url + "/v1/chat/completions"
+    too_small = httpx.post(url, json={**payload, "max_tokens": 1}, timeout=60)
+    if too_small.status_code == 400:
+        error = too_small.json()["error"]
+        assert error["code"] == "max_tokens_too_small" and error["param"] == "max_tokens"
+        minimum = int(error["message"].rsplit("takes ", 1)[1].split()[0])
+    else:
+        minimum = 1
+    for budget in range(minimum, minimum + 12):
+        response = httpx.post(url, json={**payload, "max_tokens": budget}, timeout=60)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["usage"]["completion_tokens"] <= budget
+        jsonschema.validate(json.loads(body["choices"][0]["message"]["content"]), schema)

@@ -1,0 +1,225 @@
+"""Bit-for-bit parity of the lazy token index with outlines-core's `Index` along seeded random walks."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+from outlines_core import Index, Vocabulary
+from outlines_core.json_schema import build_regex_from_schema
+
+from constrained.bitmask import pack_token_ids
+from constrained.token_index import LazyTokenIndex, RegexUnsupported, TokenVocabulary
+from constrained.token_index.automaton import utf8_sequences
+from constrained.tokenizer_info import TokenizerInfo
+
+SCHEMAS = {
+    "small": {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+    },
+    "person": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer", "minimum": 1, "maximum": 999},
+            "email": {"type": "string", "maxLength": 12},
+            "tags": {"type": "array", "items": {"type": "string", "maxLength": 4}, "maxItems": 3},
+            "score": {"type": "number"},
+            "ok": {"type": "boolean"},
+            "role": {"enum": ["admin", "user", "administrator"]},
+        },
+        "required": ["id", "role"],
+        "additionalProperties": False,
+    },
+}
+
+TRICKY = [
+    "(?:a{1,3}b){2,5}",
+    "a|abc",
+    "(?:abc|a)d?",
+    "(?:ab|a)(?:bc|c)?",
+    "(?:foo|foobar|fo)+baz",
+    "(?:a|)*c",
+    "(?:x?y?){3}z",
+    "a*?b",
+    ".{1,4}\n.",
+    "(?:\n|.){0,5}",
+    '"(?:[^"\\\\\\x00-\\x1f]|\\\\["\\\\/bfnrt])*"',
+    '"(?:[^"\\\\]|\\\\.)*"',
+    '[^"\\\\\\x00-\\x1f]{2,4}',
+    "[α-ω]+é?",
+    "[^a-zé]*x",
+    "[\u0800-\uffff]{1,3}",
+    "[\U00010000-\U0010ffff]x|[\u00e0-\u00ff]{2}",
+    "-?(?:0|[1-9][0-9]*)(?:\\.[0-9]+)?(?:[eE][+-]?[0-9]+)?",
+    "\\d{2,3}\\s*[a-f0-9]{2}",
+    "(?:null|nul|true|tr)(?:, ?(?:null|true)){0,3}",
+    '\\{ ?"(?:a|ab|abc)" ?: ?(?:[0-9]{1,3}|"[^"]{0,3}") ?\\}',
+]
+
+
+def _synthetic_tokens() -> list[bytes]:
+    """~2.5k tokens: every byte, JSON/regex fragments, multi-byte chars and their split pieces."""
+    rng = random.Random(1234)
+    toks = {bytes([b]) for b in range(256)}
+    chars = list('abcdefxyz{}[]":, \n\\/0123456789-.eE+tnrulsb') + ["é", "α", "ω", "ж", "中", "😀", "\u0800"]
+    pieces = [c.encode() for c in chars]
+    for c in ["é", "α", "中", "😀", "\u0800", "\uffff"]:
+        data = c.encode()
+        toks.update(data[:i] for i in range(1, len(data)))
+        toks.update(data[i:] for i in range(1, len(data)))
+    words = ["name", "age", "true", "null", "false", "admin", "administrator", "user", "foo", "foobar", "baz"]
+    words += ['{"', '":', '","', '"}', '", "', "\\n", '\\"', "abc", "ab", "nul", "tr", "role", "id", "tags"]
+    toks.update(w.encode() for w in words)
+    toks.update(('"' + w + '"').encode() for w in words)
+    while len(toks) < 2500:
+        toks.add(b"".join(rng.choice(pieces) for _ in range(rng.randint(2, 5))))
+    return sorted(toks)
+
+
+@pytest.fixture(scope="module")
+def synthetic() -> TokenizerInfo:
+    table = _synthetic_tokens()
+    eos = len(table)
+    table += [b"", b"<special>"]
+    return TokenizerInfo(
+        tuple(table), frozenset({eos}), frozenset({eos, eos + 1}), len(table) + 3, "synthetic"
+    )
+
+
+def _outlines_vocabulary(info: TokenizerInfo) -> Vocabulary:
+    by_bytes: dict[bytes, list[int]] = {}
+    for tid, data in enumerate(info.token_bytes):
+        if data and tid not in info.special_ids and tid not in info.eos_token_ids:
+            by_bytes.setdefault(data, []).append(tid)
+    return Vocabulary(min(info.eos_token_ids), by_bytes)
+
+
+def assert_parity(regex: str, info: TokenizerInfo, *, walks: int = 12, steps: int = 40, seed: int = 0) -> int:
+    """Walk outlines-core and the lazy index with the same random allowed tokens; compare every mask."""
+    ref = Index(regex, _outlines_vocabulary(info))
+    mine = LazyTokenIndex(regex, TokenVocabulary.from_info(info))
+    eos = set(info.eos_token_ids)
+    rng = random.Random(seed)
+    checked = 0
+    for _ in range(walks):
+        a, b = ref.get_initial_state(), mine.get_initial_state()
+        for step in range(steps):
+            expected = sorted(set(ref.get_allowed_tokens(a) or []) - eos)
+            got = mine.get_allowed_tokens(b).tolist()
+            if expected != got:
+                extra = [info.token_bytes[t] for t in sorted(set(got) - set(expected))][:10]
+                missing = [info.token_bytes[t] for t in sorted(set(expected) - set(got))][:10]
+                raise AssertionError(f"{regex!r} step {step}: extra {extra} missing {missing}")
+            assert np.array_equal(mine.allowed_mask(b), pack_token_ids(np.asarray(got), info.vocab_size))
+            assert ref.is_final_state(a) == mine.is_final_state(b), (regex, step)
+            checked += 1
+            # a disallowed token is refused by both
+            bad = rng.randrange(info.vocab_size)
+            if bad not in expected:
+                assert mine.get_next_state(b, bad) is None
+            if not expected:
+                break
+            token = rng.choice(expected)
+            a, b = ref.get_next_state(a, token), mine.get_next_state(b, token)
+            assert b is not None
+    return checked
+
+
+@pytest.mark.parametrize("regex", TRICKY)
+def test_parity_tricky_synthetic(regex: str, synthetic: TokenizerInfo) -> None:
+    assert assert_parity(regex, synthetic) > 12
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMAS))
+def test_parity_outlines_schema_regex_synthetic(name: str, synthetic: TokenizerInfo) -> None:
+    assert_parity(build_regex_from_schema(json.dumps(SCHEMAS[name])), synthetic, walks=20)
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMAS))
+def test_parity_grammars_schema_regex_synthetic(name: str, synthetic: TokenizerInfo) -> None:
+    grammars = pytest.importorskip("grammars")
+    assert_parity(grammars.compile_json_schema(SCHEMAS[name]).regex, synthetic, walks=20)
+
+
+@pytest.fixture(scope="module")
+def smollm2(tokenizer) -> TokenizerInfo:
+    return TokenizerInfo.from_huggingface(tokenizer)
+
+
+@pytest.mark.parametrize(
+    "regex",
+    [
+        build_regex_from_schema(json.dumps(SCHEMAS["small"])),
+        '"(?:[^"\\\\\\x00-\\x1f]|\\\\["\\\\/bfnrt])*"',
+        "[α-ω中]{1,3}(?:\n|.)x",
+        "(?:a{1,3}b){2,5}|(?:foo|foobar)+",
+    ],
+)
+def test_parity_smollm2(regex: str, smollm2: TokenizerInfo) -> None:
+    assert_parity(regex, smollm2, walks=6, steps=30)
+
+
+def test_utf8_sequences_cover_exactly() -> None:
+    rng = random.Random(0)
+    for _ in range(200):
+        lo = rng.randrange(0x110000)
+        hi = min(0x10FFFF, lo + rng.choice([0, 5, 300, 70000]))
+        seqs = utf8_sequences(lo, hi)
+        for cp in [lo, hi, (lo + hi) // 2, lo - 1, hi + 1]:
+            if not 0 <= cp <= 0x10FFFF or 0xD800 <= cp <= 0xDFFF:
+                continue
+            data = chr(cp).encode()
+            hit = any(
+                len(s) == len(data) and all(a <= x <= b for (a, b), x in zip(s, data, strict=True))
+                for s in seqs
+            )
+            assert hit == (lo <= cp <= hi), (lo, hi, cp)
+
+
+def test_lazy_and_shared(synthetic: TokenizerInfo) -> None:
+    vocab = TokenVocabulary.from_info(synthetic)
+    assert TokenVocabulary.from_info(synthetic) is vocab
+    index = LazyTokenIndex("(?:[a-z]{1,200}){1,200}x", vocab)  # nested bounded repeats: no up-front DFA
+    assert index.num_states == 1
+    state = index.get_initial_state()
+    mask = index.allowed_mask(state)
+    assert index.allowed_mask(state) is mask and not mask.flags.writeable
+    assert index.num_states < 50
+
+
+def test_unsupported_regex(synthetic: TokenizerInfo) -> None:
+    vocab = TokenVocabulary.from_info(synthetic)
+    for regex in ["^a", "a(?=b)", "(a)\\1", "(?i)a"]:
+        with pytest.raises(RegexUnsupported):
+            LazyTokenIndex(regex, vocab)
+
+
+def test_grammar_compiler_backends_agree(synthetic: TokenizerInfo) -> None:
+    import torch
+
+    from constrained.bitmask import allocate_bitmask
+    from constrained.grammar import GrammarCompiler, GrammarError
+
+    lazy, ref = GrammarCompiler(synthetic), GrammarCompiler(synthetic, backend="outlines")
+    with pytest.raises(ValueError):
+        GrammarCompiler(synthetic, backend="nope")
+    with pytest.raises(GrammarError):
+        lazy.compile_regex("a(?=b)")
+    rng = random.Random(7)
+    for regex in ['\\{ ?"(?:a|ab|abc)" ?: ?(?:[0-9]{1,3}|"[^"]{0,3}") ?\\}', "(?:a{1,3}b){2,5}"]:
+        m1, m2 = lazy.compile_regex(regex).matcher(), ref.compile_regex(regex).matcher()
+        b1, b2 = allocate_bitmask(1, synthetic.vocab_size), allocate_bitmask(1, synthetic.vocab_size)
+        for _ in range(30):
+            m1.fill_bitmask(b1, 0)
+            m2.fill_bitmask(b2, 0)
+            assert torch.equal(b1, b2)
+            assert m1.can_terminate() == m2.can_terminate()
+            bits = np.unpackbits(b1[0].numpy().view(np.uint8), bitorder="little")[: synthetic.vocab_size]
+            token = rng.choice(np.flatnonzero(bits).tolist())
+            assert m1.accept_token(token) and m2.accept_token(token)
+            if m1.is_terminated():
+                break
