@@ -18,8 +18,10 @@ import logging
 import queue
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from transformers import DynamicCache, PreTrainedTokenizerBase
@@ -79,6 +81,14 @@ class RequestFailed:
 Event = ChoiceDelta | ChoiceFinished | RequestFinished | RequestFailed
 
 
+class EngineObserver(Protocol):
+    """Receives the engine's measurements (e.g. `server.metrics.Metrics`); called from the engine thread."""
+
+    def observe_mask(self, seconds: float) -> None: ...
+    def observe_first_token(self, seconds: float) -> None: ...
+    def observe_finished(self, prompt_tokens: int, completion_tokens: int) -> None: ...
+
+
 class RequestHandle:
     """The caller's side of a submitted request."""
 
@@ -88,6 +98,7 @@ class RequestHandle:
         self.cancelled = threading.Event()
         self.choices_left = request.n
         self.completion_tokens = 0
+        self.submitted = time.perf_counter()
 
     def cancel(self) -> None:
         """Stop generating; the slots are freed at the next step and no further events are sent."""
@@ -129,6 +140,7 @@ class Engine:
         self._last_tokens = torch.zeros(0, dtype=torch.long, device=self.device)
         self._history = TokenHistory.empty(self.vocab_size, self.device)
         self._stopping = False
+        self.observer: EngineObserver | None = None
         self._thread = threading.Thread(target=self._run, name="constrained-engine", daemon=True)
         self._thread.start()
 
@@ -210,6 +222,8 @@ class Engine:
         if request.n > 1:
             cache.batch_repeat_interleave(request.n)
         new_rows = [self._new_sequence(handle, i) for i in range(request.n)]
+        if self.observer is not None:
+            self.observer.observe_first_token(time.perf_counter() - handle.submitted)
         history = TokenHistory.from_prompts([request.prompt_ids] * request.n, self.vocab_size, self.device)
         tokens, logprobs = self._sample(logits.float().expand(request.n, -1), new_rows, history)
         self._merge(new_rows, cache, len(request.prompt_ids), history)
@@ -245,11 +259,14 @@ class Engine:
     ) -> tuple[list[int], torch.Tensor | None]:
         bitmask = None
         if any(seq.matcher is not None for seq in rows):
+            start = time.perf_counter()
             bitmask = allocate_bitmask(len(rows), self.vocab_size, device="cpu")
             for i, seq in enumerate(rows):
-                if seq.matcher is not None:
-                    seq.matcher.fill_bitmask(bitmask, i)
+                if seq.matcher is not None and not seq.finished:
+                    self._fill_row(seq, bitmask, i)
             bitmask = bitmask.to(self.device, non_blocking=True)
+            if self.observer is not None:
+                self.observer.observe_mask(time.perf_counter() - start)
         want_logprobs = any(seq.handle.request.logprobs for seq in rows)
         result = sample(
             logits,
@@ -263,6 +280,16 @@ class Engine:
         self._close_within_budget(logits, rows, history, tokens, result.logprobs)
         return tokens, result.logprobs
 
+    def _fill_row(self, seq: _Sequence, bitmask: torch.Tensor, row: int) -> None:
+        """Fill one row's mask; a grammar failure (e.g. automaton budget exceeded) fails that request only."""
+        try:
+            seq.matcher.fill_bitmask(bitmask, row)
+        except Exception as exc:
+            log.warning("grammar failure: %s", exc)
+            self._fail(seq.handle, f"the constraint failed during generation: {exc}")
+            seq.finished = True
+            bitmask[row] = -1  # any token: the row is dropped after this step
+
     def _close_within_budget(
         self,
         logits: torch.Tensor,
@@ -275,7 +302,7 @@ class Engine:
         redo = [
             i
             for i, (seq, token) in enumerate(zip(rows, tokens, strict=True))
-            if seq.matcher is not None and not seq.matcher.fits_budget(token, self._budget(seq))
+            if self._over_budget(seq, token)
         ]
         if not redo:
             return
@@ -295,6 +322,17 @@ class Engine:
             tokens[i] = int(result.token_ids[slot])
         if logprobs is not None:
             logprobs[index] = result.logprobs
+
+    def _over_budget(self, seq: _Sequence, token: int) -> bool:
+        if seq.matcher is None or seq.finished:
+            return False
+        try:
+            return not seq.matcher.fits_budget(token, self._budget(seq))
+        except Exception as exc:
+            log.warning("budget check failed: %s", exc)
+            self._fail(seq.handle, f"the constraint failed during generation: {exc}")
+            seq.finished = True
+            return False
 
     @staticmethod
     def _budget(seq: _Sequence) -> int:
@@ -357,6 +395,8 @@ class Engine:
         handle.choices_left -= 1
         if handle.choices_left == 0:
             handle.emit(RequestFinished(len(handle.request.prompt_ids), handle.completion_tokens))
+            if self.observer is not None:
+                self.observer.observe_finished(len(handle.request.prompt_ids), handle.completion_tokens)
 
     # ------------------------------------------------------------------ batch bookkeeping
     def _merge(self, rows: list[_Sequence], cache: DynamicCache, length: int, history: TokenHistory) -> None:

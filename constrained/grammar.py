@@ -16,7 +16,7 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -183,11 +183,14 @@ class GrammarCompiler:
     first visit); `backend="outlines"` builds outlines-core's `Index` up front (the reference oracle).
     """
 
-    def __init__(self, info: TokenizerInfo, *, cache_size: int = 256, backend: str = "lazy") -> None:
+    def __init__(
+        self, info: TokenizerInfo, *, cache_size: int = 256, backend: str = "lazy", max_states: int = 200_000
+    ) -> None:
         if backend not in ("lazy", "outlines"):
             raise ValueError(f"unknown token index backend {backend!r} (expected 'lazy' or 'outlines')")
         self.info = info
         self.backend = backend
+        self.max_states = max_states  # automaton size budget (lazy backend): exceeding it fails the request
         if backend == "outlines":
             self._vocabulary = build_vocabulary(info)
         else:
@@ -197,6 +200,7 @@ class GrammarCompiler:
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+        self.on_compiled: Callable[[float], None] | None = None  # observer of compile seconds (metrics)
 
     def compile_json_schema(
         self, schema: Mapping[str, Any] | bool, options: JsonSchemaOptions | None = None
@@ -220,16 +224,18 @@ class GrammarCompiler:
                 self._cache.move_to_end(key)
                 self.hits += 1
                 return grammar
-        compiled = build()
         start = time.perf_counter()
+        compiled = build()
         try:
             if self.backend == "outlines":
                 index = Index(compiled.regex, self._vocabulary)
             else:
-                index = LazyTokenIndex(compiled.regex, self._token_vocabulary)
+                index = LazyTokenIndex(compiled.regex, self._token_vocabulary, max_states=self.max_states)
         except Exception as exc:  # outlines-core raises ValueError/RuntimeError on bad or huge regexes
             raise GrammarError(f"cannot build a token automaton: {exc}") from exc
         grammar = Grammar(index, self.info, compiled.regex, time.perf_counter() - start, compiled.explain)
+        if self.on_compiled is not None:
+            self.on_compiled(grammar.compile_seconds)
         with self._lock:
             self.misses += 1
             self._cache[key] = grammar

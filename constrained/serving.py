@@ -16,21 +16,45 @@ from constrained.models import LoadedModel, load_model
 from constrained.tokenizer_info import TokenizerInfo
 from server.app import create_app
 from server.chat import ChatService
+from server.limits import Limits
 
 log = logging.getLogger(__name__)
 
 
-def build_service(loaded: LoadedModel, *, max_batch_size: int = 32) -> ChatService:
+def build_service(
+    loaded: LoadedModel, *, max_batch_size: int = 32, limits: Limits | None = None
+) -> ChatService:
+    limits = limits or Limits()
     info = TokenizerInfo.from_huggingface(loaded.tokenizer, int(loaded.model.config.vocab_size))
     engine = Engine(loaded.model, loaded.tokenizer, max_batch_size=max_batch_size)
-    return ChatService(engine, loaded.tokenizer, GrammarCompiler(info), loaded.model_id)
+    compiler = GrammarCompiler(info, max_states=limits.max_automaton_states)
+    return ChatService(
+        engine,
+        loaded.tokenizer,
+        compiler,
+        loaded.model_id,
+        compile_timeout_s=limits.compile_timeout_s,
+        request_timeout_s=limits.request_timeout_s,
+    )
 
 
-def serve(model: str, host: str, port: int, *, max_batch_size: int = 32) -> None:
+def serve(
+    model: str,
+    host: str,
+    port: int,
+    *,
+    max_batch_size: int = 32,
+    limits: Limits | None = None,
+    api_key: str | None = None,
+) -> None:
+    """Serve until interrupted; on SIGINT/SIGTERM uvicorn stops accepting, in-flight requests finish."""
+    limits = limits or Limits()
     log.info("loading model %s", model)
-    service = build_service(load_model(model), max_batch_size=max_batch_size)
-    log.info("serving %s on http://%s:%d/v1", service.model_id, host, port)
+    service = build_service(load_model(model), max_batch_size=max_batch_size, limits=limits)
+    log.info(
+        "serving %s on http://%s:%d/v1%s", service.model_id, host, port, " (API key required)" * bool(api_key)
+    )
     try:
-        uvicorn.run(create_app(service), host=host, port=port, log_level="info")
+        uvicorn.run(create_app(service, limits, api_key), host=host, port=port, log_level="info")
     finally:
         service.engine.shutdown()

@@ -1,39 +1,66 @@
 """The FastAPI application: routes only; the work is in `server.chat` and `constrained.engine`.
 
-Contract: `create_app(service)` serves `POST /v1/chat/completions`, `GET /v1/models`, `GET /health`, with
-OpenAI-shaped errors for every failure (see `server.errors`).
+Contract: `create_app(service, limits, api_key)` serves `POST /v1/chat/completions`, `GET /v1/models`,
+`GET /health` and `GET /metrics` (Prometheus), with OpenAI-shaped errors for every failure (see
+`server.errors`); `/v1/*` requires `Authorization: Bearer <api_key>` when a key is set.
 """
 
 from __future__ import annotations
 
 import json
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
 
 from server.chat import ChatService
 from server.errors import install_error_handlers
+from server.limits import Limits, check_api_key, check_body_size, check_queue, check_request
+from server.metrics import Metrics
 from server.protocol import ChatCompletion, ChatCompletionRequest, ModelCard, ModelList
 
 
-def create_app(service: ChatService) -> FastAPI:
+def create_app(service: ChatService, limits: Limits | None = None, api_key: str | None = None) -> FastAPI:
+    limits = limits or Limits()
     app = FastAPI(title="constrained", version="0.1.0", summary="Schema-guaranteed JSON, OpenAI-compatible.")
     install_error_handlers(app)
     app.state.service = service
+    metrics = Metrics()
+    metrics.bind(
+        queue_depth=lambda: service.engine.queue_depth,
+        batch_size=lambda: service.engine.batch_size,
+        cache=service.compiler,
+    )
+    service.engine.observer = metrics
+    service.compiler.on_compiled = metrics.compile_seconds.observe
+
+    async def authorized(authorization: str | None = Header(default=None, include_in_schema=False)) -> None:
+        check_api_key(authorization, api_key)
+
+    @app.middleware("http")
+    async def count_requests(raw: Request, call_next):
+        response = await call_next(raw)
+        if raw.url.path == "/v1/chat/completions":
+            metrics.requests.labels(status=str(response.status_code)).inc()
+        return response
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.get("/health")
     async def health() -> dict:
         return {"status": "ok", "model": service.model_id}
 
-    @app.get("/v1/models", response_model=ModelList)
+    @app.get("/v1/models", response_model=ModelList, dependencies=[Depends(authorized)])
     async def models() -> ModelList:
         return ModelList(data=[ModelCard(id=service.model_id, created=service.created)])
 
     @app.post(
         "/v1/chat/completions",
         response_model=ChatCompletion,
+        dependencies=[Depends(authorized)],
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -42,7 +69,9 @@ def create_app(service: ChatService) -> FastAPI:
         },
     )
     async def chat_completions(raw: Request):
-        request = await _parse(raw)
+        request = await _parse(raw, limits)
+        check_request(request, limits)
+        check_queue(service.engine.queue_depth, limits)
         generation = await service.prepare(request)
         if request.stream:
             return StreamingResponse(
@@ -55,9 +84,15 @@ def create_app(service: ChatService) -> FastAPI:
     return app
 
 
-async def _parse(raw: Request) -> ChatCompletionRequest:
+async def _parse(raw: Request, limits: Limits) -> ChatCompletionRequest:
     """Parse the body ourselves so that invalid JSON and schema violations share one error path."""
-    body = await raw.body()
+    declared = raw.headers.get("content-length")
+    if declared is not None and declared.isdigit():
+        check_body_size(int(declared), limits)
+    body = bytearray()
+    async for part in raw.stream():
+        body += part
+        check_body_size(len(body), limits)
     try:
         payload = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

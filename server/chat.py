@@ -58,6 +58,7 @@ class ChatService:
     compiler: GrammarCompiler
     model_id: str
     compile_timeout_s: float = 30.0
+    request_timeout_s: float = 900.0
     system_fingerprint: str = "fp_constrained_0.1"
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -121,7 +122,8 @@ class ChatService:
         if wanted > room and request.context_length_exceeded_behavior == "error":
             raise APIError(
                 f"This model's maximum context length is {window} tokens; you requested "
-                f"{prompt_tokens + wanted} tokens ({prompt_tokens} in the messages, {wanted} for the completion).",
+                f"{prompt_tokens + wanted} tokens ({prompt_tokens} in the messages, "
+                f"{wanted} for the completion).",
                 param="max_tokens",
                 code="context_length_exceeded",
             )

@@ -1,0 +1,91 @@
+"""Serving limits, API key, metrics: clear OpenAI-shaped errors, and the server keeps serving."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from server.app import create_app
+from server.limits import Limits
+from tests.conftest import TEST_MODEL_ID, LiveServer, free_port
+
+PAYLOAD = {"model": TEST_MODEL_ID, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+
+
+@pytest.fixture(scope="module")
+def guarded(adversary_service):
+    limits = Limits(max_body_bytes=20_000, max_messages=3, max_schema_bytes=500, max_queue=64)
+    with LiveServer(create_app(adversary_service, limits, api_key="sekret"), free_port()) as server:
+        yield server
+
+
+def post(server, payload, key="sekret", **kwargs):
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.post(
+        server.url + "/v1/chat/completions", json=payload, headers=headers, timeout=60, **kwargs
+    )
+
+
+@pytest.mark.parametrize("key", [None, "wrong"])
+def test_api_key_required(guarded, key):
+    response = post(guarded, PAYLOAD, key=key)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_api_key"
+    assert post(guarded, PAYLOAD).status_code == 200
+    assert httpx.get(guarded.url + "/v1/models").status_code == 401
+
+
+def test_body_too_large_is_413(guarded):
+    response = post(guarded, {**PAYLOAD, "messages": [{"role": "user", "content": "x" * 30_000}]})
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+
+
+def test_too_many_messages(guarded):
+    response = post(guarded, {**PAYLOAD, "messages": [{"role": "user", "content": "hi"}] * 4})
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "messages"
+
+
+def test_schema_too_large(guarded):
+    schema = {"type": "object", "properties": {f"p{i}": {"type": "string"} for i in range(60)}}
+    fmt = {"type": "json_schema", "json_schema": {"name": "big", "schema": schema}}
+    response = post(guarded, {**PAYLOAD, "response_format": fmt})
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "message": response.json()["error"]["message"],
+        "type": "invalid_request_error",
+        "param": "response_format.json_schema.schema",
+        "code": "schema_too_large",
+    }
+
+
+def test_queue_full_is_429(adversary_service):
+    with LiveServer(create_app(adversary_service, Limits(max_queue=0)), free_port()) as server:
+        response = post(server, PAYLOAD, key=None)
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["error"]["type"] == "rate_limit_error"
+
+
+def test_metrics_count_requests_and_tokens(guarded):
+    fmt = {"type": "json_schema", "json_schema": {"name": "b", "schema": {"type": "boolean"}}}
+    assert post(guarded, {**PAYLOAD, "response_format": fmt, "max_tokens": 5}).status_code == 200
+    text = httpx.get(guarded.url + "/metrics").text
+    for name in (
+        'constrained_requests_total{status="200"}',
+        "constrained_prompt_tokens_total",
+        "constrained_completion_tokens_total",
+        "constrained_queue_depth",
+        "constrained_batch_size",
+        "constrained_grammar_cache_hits",
+        "constrained_grammar_cache_misses",
+        "constrained_compile_seconds_count",
+        "constrained_mask_seconds_count",
+        "constrained_time_to_first_token_seconds_count",
+    ):
+        assert name in text, name
+    completion = next(
+        line for line in text.splitlines() if line.startswith("constrained_completion_tokens_total ")
+    )
+    assert float(completion.split()[1]) >= 1
