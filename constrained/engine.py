@@ -19,6 +19,7 @@ import queue
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -32,6 +33,7 @@ from constrained.grammar import Grammar, Matcher
 from constrained.sampling import SamplingParams, TokenHistory, sample
 
 log = logging.getLogger(__name__)
+_GUARD_WINDOW = 4 * 64  # tokens remembered by the degeneration guard (cycles up to 4 tokens, 64 repeats)
 
 
 @dataclass
@@ -44,6 +46,7 @@ class GenerationRequest:
     stop: tuple[str, ...] = ()
     logprobs: bool = False
     top_logprobs: int = 0
+    repeat_limit: int = 32  # degeneration guard: a token cycle repeated this often steers to the closing path
 
 
 @dataclass
@@ -114,6 +117,8 @@ class _Sequence:
     text: IncrementalText
     generated: int = 0
     finished: bool = False
+    recent: deque[int] = field(default_factory=lambda: deque(maxlen=_GUARD_WINDOW))
+    closing_deadline: int | None = None  # set by the degeneration guard: finish by this many tokens
 
 
 class Engine:
@@ -337,7 +342,29 @@ class Engine:
     @staticmethod
     def _budget(seq: _Sequence) -> int:
         """Tokens this sequence may still generate, the next one included."""
-        return seq.handle.request.max_tokens - seq.generated
+        limit = seq.handle.request.max_tokens
+        if seq.closing_deadline is not None:
+            limit = min(limit, seq.closing_deadline)
+        return limit - seq.generated
+
+    @staticmethod
+    def _guard_degeneration(seq: _Sequence, token: int) -> None:
+        """After a cycle of 1-4 tokens repeats `repeat_limit` times, close the output by the shortest path."""
+        seq.recent.append(token)
+        limit = seq.handle.request.repeat_limit
+        if seq.matcher is None or seq.closing_deadline is not None or limit <= 0:
+            return
+        recent = seq.recent
+        for period in range(1, 5):
+            span = period * limit
+            if len(recent) < span:
+                return
+            tail = list(recent)[-span:]
+            if tail == tail[:period] * limit:
+                closing = seq.matcher.grammar.closing
+                if closing is not None:
+                    seq.closing_deadline = seq.generated + closing.distance(seq.matcher.state)
+                return
 
     def _advance(self, first_row: int, tokens: list[int], logprobs: torch.Tensor | None) -> None:
         """Feed the sampled tokens to rows first_row.. and emit their events."""
@@ -363,6 +390,7 @@ class Engine:
             raise RuntimeError(f"sampled token {token} is outside the grammar")
         seq.generated += 1
         seq.handle.completion_tokens += 1
+        self._guard_degeneration(seq, token)
         info = []
         if request.logprobs and logprobs is not None:
             top = []

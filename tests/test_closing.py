@@ -73,3 +73,47 @@ def test_outputs_close_within_every_budget(live_server, schema):
         body = response.json()
         assert body["usage"]["completion_tokens"] <= budget
         jsonschema.validate(json.loads(body["choices"][0]["message"]["content"]), schema)
+
+
+STRING = {"type": "string"}
+
+
+def test_degenerate_repetition_is_closed(live_server, tokenizer):
+    """The adversary forced to repeat one token inside a string still ends, well before max_tokens."""
+    token = tokenizer.encode("a", add_special_tokens=False)[0]
+    payload = {
+        "model": TEST_MODEL_ID,
+        "messages": [{"role": "user", "content": "JSON please"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": STRING}},
+        "logit_bias": {str(token): 100},
+        "max_tokens": 400,
+        "seed": 1,
+    }
+    response = httpx.post(live_server.url + "/v1/chat/completions", json=payload, timeout=120)
+    body = response.json()
+    assert body["choices"][0]["finish_reason"] == "stop"
+    assert body["usage"]["completion_tokens"] < 80
+    assert json.loads(body["choices"][0]["message"]["content"]).endswith("a" * 32)
+
+
+def test_whitespace_is_bounded(live_server, tokenizer):
+    """Whitespace between JSON tokens is bounded: forcing spaces cannot stall the output."""
+    space = tokenizer.encode(" ", add_special_tokens=False)[0]
+    schema = {
+        "type": "object",
+        "properties": {"a": {"type": "array", "items": {"type": "integer"}}},
+        "required": ["a"],
+        "additionalProperties": False,
+    }
+    payload = {
+        "model": TEST_MODEL_ID,
+        "messages": [{"role": "user", "content": "JSON please"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}},
+        "logit_bias": {str(space): 100},
+        "max_tokens": 300,
+        "seed": 2,
+    }
+    body = httpx.post(live_server.url + "/v1/chat/completions", json=payload, timeout=120).json()
+    content = body["choices"][0]["message"]["content"]
+    assert "  " not in content  # never two whitespace characters in a row
+    jsonschema.validate(json.loads(content), schema)
