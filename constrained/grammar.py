@@ -86,9 +86,10 @@ class Grammar:
         """Packed int32 bitmask of the tokens allowed in `state` (EOS included when `state` accepts)."""
         mask = self._masks.get(state)
         if mask is None and isinstance(self.index, LazyTokenIndex):
-            mask = self.index.allowed_mask(state)  # EOS excluded, read-only and shared: copy before caching
-            eos = pack_token_ids(self._eos, self.info.vocab_size)
-            mask = mask | eos if self.is_final(state) else mask.copy()
+            mask = self.index.allowed_mask(state)  # EOS excluded; cached (read-only) by the index itself
+            if not self.is_final(state):
+                return mask
+            mask = mask | pack_token_ids(self._eos, self.info.vocab_size)
             self._masks[state] = mask
         if mask is None:
             allowed = np.asarray(self.index.get_allowed_tokens(state) or [], dtype=np.int64)
@@ -151,7 +152,7 @@ class Matcher:
         mask = self.grammar.state_mask(self.state)
         if self._terminated:
             mask = pack_token_ids(self.grammar._eos, self.grammar.info.vocab_size)
-        bitmask[row].copy_(torch.from_numpy(mask))
+        _write_row(bitmask, row, mask)
 
     def fits_budget(self, token_id: int, budget: int) -> bool:
         """Whether, after `token_id`, the output can still be completed within `budget - 1` more tokens."""
@@ -167,13 +168,21 @@ class Matcher:
         allowed = grammar.closing.closing_tokens(self.state, budget)
         if grammar.is_final(self.state):
             allowed = np.concatenate([allowed, grammar._eos])
-        bitmask[row].copy_(torch.from_numpy(pack_token_ids(allowed, grammar.info.vocab_size)))
+        _write_row(bitmask, row, pack_token_ids(allowed, grammar.info.vocab_size))
 
     def is_terminated(self) -> bool:
         return self._terminated
 
     def can_terminate(self) -> bool:
         return self.grammar.is_final(self.state)
+
+
+def _write_row(bitmask: torch.Tensor, row: int, mask: np.ndarray) -> None:
+    """Copy a packed mask (possibly a shared read-only array) into one bitmask row."""
+    if bitmask.device.type == "cpu":
+        bitmask[row].numpy()[:] = mask
+    else:
+        bitmask[row].copy_(torch.from_numpy(mask.copy()))
 
 
 class GrammarCompiler:

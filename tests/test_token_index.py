@@ -223,3 +223,26 @@ def test_grammar_compiler_backends_agree(synthetic: TokenizerInfo) -> None:
             assert m1.accept_token(token) and m2.accept_token(token)
             if m1.is_terminated():
                 break
+
+
+def test_threads_share_one_index(synthetic: TokenizerInfo) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    regex = build_regex_from_schema(json.dumps(SCHEMAS["person"]))
+    vocab = TokenVocabulary.from_info(synthetic)
+
+    def walk(index: LazyTokenIndex, seed: int) -> list[list[int]]:
+        rng = random.Random(seed)
+        state, seen = index.get_initial_state(), []
+        for _ in range(40):
+            allowed = index.get_allowed_tokens(state).tolist()
+            seen.append(allowed)
+            if not allowed:
+                break
+            state = index.get_next_state(state, rng.choice(allowed))
+        return seen
+
+    shared = LazyTokenIndex(regex, vocab)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda seed: walk(shared, seed), range(16)))
+    assert results == [walk(LazyTokenIndex(regex, vocab), seed) for seed in range(16)]

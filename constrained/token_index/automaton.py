@@ -29,16 +29,14 @@ except ImportError:  # pragma: no cover
     import sre_parse  # type: ignore[no-redef]
 
 EMPTY, EPS = 0, 1  # term ids of the empty language and the empty string
-K_EMPTY, K_EPS, K_BYTES, K_CAT, K_ALT, K_REP = range(6)
+K_EMPTY, K_EPS, K_BYTES, K_CAT, K_ALT, K_REP, K_LAZY = range(7)
 ALL_BYTES = (1 << 256) - 1
 DEAD = -1
 MAX_CODEPOINT = 0x10FFFF
 SURROGATES = (0xD800, 0xDFFF)
 
 
-class RegexUnsupported(ValueError):
-    """The regex uses syntax outside the supported subset."""
-
+from constrained.token_index.errors import RegexUnsupported  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------- Unicode
 
@@ -185,19 +183,21 @@ class TermStore:
     def __init__(self) -> None:
         self.kind: list[int] = [K_EMPTY, K_EPS]
         self.data: list[tuple] = [(), ()]
-        self.nullable: list[bool] = [False, True]
+        self._nullable: list[bool | None] = [False, True]
+        self._lazy: dict[int, tuple] = {}  # K_LAZY term -> (parser, start, end) of its unparsed group body
+        self._forced: dict[int, int] = {}
         self._intern: dict[tuple, int] = {}
         self._lf: dict[int, tuple] = {}
         self._class_cache: dict[tuple, int] = {}
 
-    def _mk(self, kind: int, data: tuple, nullable: bool) -> int:
+    def _mk(self, kind: int, data: tuple, nullable: bool | None) -> int:
         key = (kind, data)
         tid = self._intern.get(key)
         if tid is None:
             tid = len(self.kind)
             self.kind.append(kind)
             self.data.append(data)
-            self.nullable.append(nullable)
+            self._nullable.append(nullable)
             self._intern[key] = tid
         return tid
 
@@ -214,7 +214,7 @@ class TermStore:
         if self.kind[a] == K_CAT:
             x, y = self.data[a]
             return self.cat(x, self.cat(y, b))
-        return self._mk(K_CAT, (a, b), self.nullable[a] and self.nullable[b])
+        return self._mk(K_CAT, (a, b), None)
 
     def cat_all(self, items: list[int]) -> int:
         out = EPS
@@ -238,7 +238,7 @@ class TermStore:
             return EMPTY
         if len(flat) == 1:
             return flat[0]
-        return self._mk(K_ALT, tuple(flat), any(self.nullable[u] for u in flat))
+        return self._mk(K_ALT, tuple(flat), None)
 
     def rep(self, r: int, lo: int, hi: int | None, greedy: bool = True) -> int:
         if hi is not None and hi < lo:
@@ -251,7 +251,36 @@ class TermStore:
             return EPS
         if lo == 1 and hi == 1:
             return r
-        return self._mk(K_REP, (r, lo, hi, greedy), lo == 0 or self.nullable[r])
+        return self._mk(K_REP, (r, lo, hi, greedy), True if lo == 0 else None)
+
+    def lazy(self, text: str, parser, start: int, end: int) -> int:
+        """A group body parsed on first use (`parser.parse_segment(start, end)`), keyed by its text."""
+        tid = self._mk(K_LAZY, (text,), None)
+        self._lazy.setdefault(tid, (parser, start, end))
+        return tid
+
+    def force(self, t: int) -> int:
+        res = self._forced.get(t)
+        if res is None:
+            parser, start, end = self._lazy[t]
+            res = parser.parse_segment(start, end)
+            self._forced[t] = res
+        return res
+
+    def nullable(self, t: int) -> bool:
+        res = self._nullable[t]
+        if res is None:
+            kind, data = self.kind[t], self.data[t]
+            if kind == K_CAT:
+                res = self.nullable(data[0]) and self.nullable(data[1])
+            elif kind == K_ALT:
+                res = any(self.nullable(u) for u in data)
+            elif kind == K_REP:
+                res = data[1] == 0 or self.nullable(data[0])
+            else:  # K_LAZY
+                res = self.nullable(self.force(t))
+            self._nullable[t] = res
+        return res
 
     def char_class(self, ranges: tuple[tuple[int, int], ...]) -> int:
         """Term for one character among `ranges` (normalized codepoint ranges), as UTF-8 byte sequences."""
@@ -286,6 +315,8 @@ class TermStore:
             return self._lf_then(self.lf(a), b)
         if kind == K_ALT:
             return _dedupe(it for u in self.data[t] for it in self.lf(u))
+        if kind == K_LAZY:
+            return self.lf(self.force(t))
         r, lo, hi, greedy = self.data[t]
         if lo > 0:
             rest = self.rep(r, lo - 1, None if hi is None else hi - 1, greedy)
@@ -329,8 +360,12 @@ _ANY_BUT_NL = _normalize([(0, 9), (11, MAX_CODEPOINT)])
 
 def parse_regex(regex: str, store: TermStore) -> int:
     """Parse `regex` (Rust regex syntax subset) into a term of `store`."""
-    from constrained.token_index.parser import _Unsupported, parse_fast
+    from constrained.token_index.parser import LazyParser, _Unsupported, parse_fast
 
+    if len(regex) > 2000:  # long regexes: parse group bodies only when the automaton reaches them
+        term = LazyParser.try_parse(regex, store)
+        if term is not None:
+            return term
     try:
         return parse_fast(regex, store)
     except _Unsupported:
@@ -431,7 +466,7 @@ class LazyDFA:
             self._ids[threads] = sid
             self._states.append(threads)
             self.rows.append(None)
-            self.final[sid] = any(self.store.nullable[t] for t in threads)
+            self.final[sid] = any(self.store.nullable(t) for t in threads)
         return sid
 
     def _grow(self) -> None:

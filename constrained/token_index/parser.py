@@ -10,6 +10,10 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+import numpy as np
+
+from constrained.token_index.errors import RegexUnsupported
+
 _TOKEN = re.compile(
     r"""\\x\{[0-9a-fA-F]+\}|\\x[0-9a-fA-F]{2}|\\u\{[0-9a-fA-F]+\}|\\u[0-9a-fA-F]{4}|\\U[0-9a-fA-F]{8}|\\.
     |\[\^?\]?(?:\\x\{[0-9a-fA-F]+\}|\\u\{[0-9a-fA-F]+\}|\\.|[^\]\\])*\]
@@ -165,3 +169,155 @@ def parse_fast(regex: str, store) -> int:
     if end != n:
         raise _Unsupported("unbalanced parenthesis")
     return term
+
+
+_ESCAPE_LETTERS = frozenset(map(ord, "xuUntrfvadDsSwW"))
+
+
+def _scan(regex: str) -> dict[int, int] | None:
+    """Matching ')' of every group-opening '(' (vectorised), or None when the regex needs the eager parser
+    (odd bracket or escape forms, anchors, lookarounds, ...: it gives the precise error or handles them)."""
+    a = np.frombuffer(regex.encode("utf-32-le"), dtype=np.uint32)
+    n = len(a)
+    if n == 0:
+        return {}
+    idx = np.arange(n)
+    bs = a == 92
+    run = idx - np.maximum.accumulate(np.where(bs, -1, idx))  # backslashes ending at i
+    escaped = np.zeros(n, dtype=bool)
+    escaped[1:] = run[:-1] % 2 == 1
+    plain = ~escaped & ~bs
+    if bs[-1] and not escaped[-1]:
+        return None
+    esc_next = a[1:][(bs & ~escaped)[:-1]]
+    if len(esc_next) and (esc_next.max() >= 128 or not _ESC_OK[esc_next].all()):
+        return None
+    lb = plain & (a == 91)
+    rb = plain & (a == 93)
+    brackets = np.flatnonzero(lb | rb)
+    if len(brackets) % 2 or not (lb[brackets[0::2]].all() and rb[brackets[1::2]].all()):
+        return None
+    opens_c = brackets[0::2]
+    first = opens_c + 1 + (a[np.minimum(opens_c + 1, n - 1)] == 94)  # first class item ('[^' skipped)
+    if (first == brackets[1::2]).any():
+        return None  # '[]...]' / '[^]...]' forms
+    inside = (np.cumsum(lb) - np.cumsum(rb)) > 0
+    setop = (a == 38) | (a == 45) | (a == 126)
+    if (inside[:-1] & setop[:-1] & plain[:-1] & plain[1:] & (a[:-1] == a[1:])).any():
+        return None  # class set operations
+    out = plain & ~inside & ~rb
+    if (out & ((a == 94) | (a == 36))).any():
+        return None  # anchors
+    po = out & (a == 40)
+    pc = out & (a == 41)
+    opens = np.flatnonzero(po)
+    if len(opens):
+        nxt = a[np.minimum(opens + 1, n - 1)]
+        nxt2 = a[np.minimum(opens + 2, n - 1)]
+        nxt3 = a[np.minimum(opens + 3, n - 1)]
+        q = nxt == 63
+        ok = ~q | (nxt2 == 58) | (nxt2 == 80) | ((nxt2 == 60) & (nxt3 != 61) & (nxt3 != 33))
+        if not ok.all():
+            return None
+    depth = np.cumsum(po.astype(np.int64)) - np.cumsum(pc.astype(np.int64))
+    if len(depth) and (depth.min() < 0 or depth[-1] != 0):
+        return None
+    events = np.flatnonzero(po | pc)
+    if not len(events):
+        return {}
+    level = depth[events] + pc[events]
+    order = np.lexsort((events, level))
+    pairs = events[order].reshape(-1, 2)
+    if not po[pairs[:, 0]].all():
+        return None
+    return dict(zip(pairs[:, 0].tolist(), pairs[:, 1].tolist(), strict=True))
+
+
+# ASCII characters that may follow a backslash: punctuation and the supported escape letters
+_ESC_OK = np.asarray([not chr(c).isalnum() or c in _ESCAPE_LETTERS for c in range(128)], dtype=bool)
+
+
+class LazyParser:
+    """Parses group bodies on demand: a group becomes a `K_LAZY` term until the automaton needs it."""
+
+    def __init__(self, regex: str, store, close_of: dict[int, int]) -> None:
+        self.regex = regex
+        self.store = store
+        self.close_of = close_of
+        self.atoms: dict[str, int] = {}
+
+    @classmethod
+    def try_parse(cls, regex: str, store) -> int | None:
+        close_of = _scan(regex)
+        if close_of is None:
+            return None
+        return cls(regex, store, close_of).parse_segment(0, len(regex))
+
+    def parse_segment(self, start: int, end: int) -> int:
+        regex, store, match = self.regex, self.store, _TOKEN.match
+        branches = []
+        seq: list[int] = []
+        pos = start
+        while pos < end:
+            m = match(regex, pos, end)
+            t = m.group()
+            c0 = t[0]
+            if t == "|":
+                branches.append(store.cat_all(seq))
+                seq = []
+                pos += 1
+                continue
+            if c0 == "(":
+                if t == "(?":
+                    raise RegexUnsupported(
+                        "inline flags, lookarounds and other group kinds are not supported"
+                    )
+                close = self.close_of[pos]
+                body = pos + len(t)
+                atom = store.lazy(regex[body:close], self, body, close)
+                pos = close + 1
+            elif c0 in "*+?" or (c0 == "{" and len(t) > 1) or t == ")":
+                raise RegexUnsupported(f"unexpected {t!r} at offset {pos}")
+            else:
+                atom = self.atoms.get(t)
+                if atom is None:
+                    try:
+                        atom = store.char_class(atom_ranges(t))
+                    except _Unsupported as exc:
+                        raise RegexUnsupported(str(exc)) from exc
+                    self.atoms[t] = atom
+                pos = m.end()
+            if pos < end:
+                m = match(regex, pos, end)
+                q = m.group()
+                q0 = q[0]
+                if q0 in "*+?" or (q0 == "{" and len(q) > 1):
+                    atom = store.rep(atom, *_quantifier(q))
+                    pos = m.end()
+                    if pos < end:
+                        q = match(regex, pos, end).group()
+                        if q[0] in "*+?" or (q[0] == "{" and len(q) > 1):
+                            raise RegexUnsupported("nested repetition operators")
+            seq.append(atom)
+        branches.append(store.cat_all(seq))
+        return store.alt(branches)
+
+
+def _quantifier(q: str) -> tuple[int, int | None, bool]:
+    greedy = not (len(q) > 1 and q[-1] == "?")
+    core = q if greedy else q[:-1]
+    if core == "*":
+        return 0, None, greedy
+    if core == "+":
+        return 1, None, greedy
+    if core == "?":
+        return 0, 1, greedy
+    inner = core[1:-1]
+    if "," in inner:
+        lo_s, hi_s = inner.split(",")
+        lo, hi = int(lo_s), (int(hi_s) if hi_s else None)
+    else:
+        lo = hi = int(inner)
+    if hi is not None and hi < lo:
+        raise RegexUnsupported(f"invalid repetition {q}")
+    return lo, hi, greedy
