@@ -31,8 +31,8 @@ from constrained.token_index import LazyTokenIndex, TokenVocabulary
 from constrained.tokenizer_info import TokenizerInfo
 from grammars import CompiledSchema, JsonSchemaOptions, compile_json_schema
 
-# Nesting allowed inside `json_object` output: objects/arrays of depth up to 3 (see grammars' docstring).
-JSON_OBJECT_OPTIONS = JsonSchemaOptions(max_recursion_depth=1)
+# `json_object` output: any JSON object; containers nest up to 4 levels deep (e.g. {"a":[{"b":[1]}]}).
+JSON_OBJECT_OPTIONS = JsonSchemaOptions(max_recursion_depth=3)
 
 
 class GrammarError(ValueError):
