@@ -1,0 +1,237 @@
+"""Constrained decoding inside plain `transformers`: logits processors for `model.generate`.
+
+    from constrained.hf import JSONSchemaLogitsProcessor
+
+    processor = JSONSchemaLogitsProcessor(MyModel, tokenizer)           # or a dict schema
+    out = model.generate(**inputs, logits_processor=[processor], do_sample=True, max_new_tokens=200)
+
+Contract:
+- `GrammarLogitsProcessor(grammar)` (or a list of grammars, one per batch item) masks, at every step, the
+  tokens the grammar does not allow, with `constrained.bitmask.apply_bitmask_` (one batched op). Each row's
+  position in the grammar is tracked from the `input_ids` it is given: the first call fixes the prompt length
+  (left padding is fine: all rows have the same length), later calls accept the tokens appended since.
+  Rows whose sequence is complete are allowed only the end-of-sequence token (generate pads them).
+- Beam search (`num_beams > 1`) is supported: rows are matched to the rows of the previous step they
+  continue, so re-ordered beams keep their grammar state. Row `r` of `batch * num_beams` rows uses grammar
+  `r // num_beams` when one grammar per batch item is given.
+- With `max_new_tokens=N`, the processor steers each row to the shortest completion once its remaining
+  budget comes within `CLOSING_MARGIN` tokens of it, so outputs are complete (best effort: one token may
+  open more than the margin allows). Without it, a row cut by the length limit is a valid prefix.
+- One processor serves one `generate` call; it resets itself when it sees sequences no longer than the
+  previous call's (a new generation), or call `reset()`. A row that takes a token outside the grammar (a
+  beam whose score is already -inf, or another processor overriding the mask) is logged and then allowed
+  only the end-of-sequence token; `dead_rows` lists such rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import LogitsProcessor
+
+from constrained.api import Compiler
+from constrained.bitmask import allocate_bitmask, apply_bitmask_, pack_token_ids
+from constrained.grammar import Grammar, Matcher
+
+log = logging.getLogger(__name__)
+__all__ = ["GrammarLogitsProcessor", "JSONSchemaLogitsProcessor", "RegexLogitsProcessor"]
+
+CLOSING_MARGIN = 8
+
+
+class GrammarLogitsProcessor(LogitsProcessor):
+    """Masks `model.generate` logits to a `Grammar` (one for all rows, or one per batch item)."""
+
+    def __init__(self, grammar: Grammar | Sequence[Grammar], *, max_new_tokens: int | None = None) -> None:
+        grammars = [grammar] if isinstance(grammar, Grammar) else list(grammar)
+        if not grammars or not all(isinstance(g, Grammar) for g in grammars):
+            raise TypeError("GrammarLogitsProcessor expects a Grammar or a non-empty list of Grammars")
+        if max_new_tokens is not None and max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be >= 1")
+        self.grammars = grammars
+        self.max_new_tokens = max_new_tokens
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the sequences seen so far (the next call starts a new generation)."""
+        self.matchers: list[Matcher] = []
+        self.prompt_length: int | None = None
+        self._previous: torch.Tensor | None = None
+        self._group = 1  # rows per grammar (num_beams when one grammar per batch item)
+        self.dead_rows: set[int] = set()  # rows that took a token outside the grammar (-inf beams)
+
+    # ------------------------------------------------------------------ LogitsProcessor
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if input_ids.dim() != 2 or scores.dim() != 2 or input_ids.shape[0] != scores.shape[0]:
+            raise ValueError("expected input_ids [batch, length] and scores [batch, vocab]")
+        previous = self._previous
+        if previous is None or input_ids.shape[1] <= previous.shape[1]:
+            self._start(input_ids)
+        else:
+            self._advance(input_ids)
+        self._previous = input_ids.detach().to("cpu", copy=True)
+        bitmask = allocate_bitmask(len(self.matchers), max(g.info.vocab_size for g in self.grammars))
+        for row, matcher in enumerate(self.matchers):
+            if row in self.dead_rows:
+                bitmask[row].copy_(torch.from_numpy(self._eos_mask(matcher.grammar, bitmask.shape[1] * 32)))
+            else:
+                self._fill_row(matcher, bitmask, row, input_ids.shape[1])
+        apply_bitmask_(scores, bitmask.to(scores.device, non_blocking=True))
+        return scores
+
+    # ------------------------------------------------------------------ row tracking
+    def _grammar_of(self, row: int) -> Grammar:
+        return self.grammars[row // self._group] if len(self.grammars) > 1 else self.grammars[0]
+
+    def _start(self, input_ids: torch.Tensor) -> None:
+        rows = input_ids.shape[0]
+        if len(self.grammars) > 1:
+            if rows % len(self.grammars):
+                raise ValueError(
+                    f"{len(self.grammars)} grammars were given for {rows} rows: give one grammar per batch "
+                    "item (rows = batch size x num_beams)"
+                )
+            self._group = rows // len(self.grammars)
+        self.prompt_length = input_ids.shape[1]
+        self.matchers = [self._grammar_of(row).matcher() for row in range(rows)]
+
+    def _advance(self, input_ids: torch.Tensor) -> None:
+        previous = self._previous
+        rows, old_length = input_ids.shape[0], previous.shape[1]
+        ids = input_ids.detach().to("cpu")
+        if rows == previous.shape[0] and torch.equal(ids[:, :old_length], previous):
+            parents = list(range(rows))
+        else:
+            parents = self._find_parents(ids[:, :old_length], previous)
+        new_tokens = ids[:, old_length:].tolist()
+        matchers, dead, taken = [], set(), set()
+        for row, (parent, tokens) in enumerate(zip(parents, new_tokens, strict=True)):
+            if parent in self.dead_rows:
+                dead.add(row)
+                matchers.append(self.matchers[parent])
+                continue
+            if parent in taken:  # a second beam continuing the same sequence: its own matcher
+                matcher = self._replay(row, ids[row, self.prompt_length : old_length].tolist())
+            else:
+                matcher = self.matchers[parent]
+                taken.add(parent)
+            if not matcher.is_terminated():
+                for token in tokens:
+                    if not matcher.accept_token(token):
+                        dead.add(row)
+                        _warn_rejected(row, token)
+                        break
+                    if matcher.is_terminated():
+                        break  # what follows an end-of-sequence token is padding
+            matchers.append(matcher)
+        self.matchers, self.dead_rows = matchers, dead
+
+    def _find_parents(self, current: torch.Tensor, previous: torch.Tensor) -> list[int]:
+        """For each row, a row of the previous step whose sequence it continues (beam search re-orders)."""
+        same = (current[:, None, :] == previous[None, :, :]).all(dim=-1)  # [rows, previous rows]
+        if len(self.grammars) > 1:  # a beam continues a row of its own batch item
+            groups_now = torch.arange(current.shape[0]) // self._group
+            groups_before = torch.arange(previous.shape[0]) // self._group
+            same &= groups_now[:, None] == groups_before[None, :]
+        parents = []
+        for row in range(current.shape[0]):
+            hits = same[row].nonzero()
+            if hits.numel() == 0:
+                raise RuntimeError(
+                    f"row {row} does not continue any sequence of the previous step: use one processor per "
+                    "generate() call (or call reset())"
+                )
+            parents.append(int(hits[0]))
+        return parents
+
+    def _replay(self, row: int, tokens: list[int]) -> Matcher:
+        """A fresh matcher for `row` that has accepted `tokens` (the generated part, padding excluded)."""
+        matcher = self._grammar_of(row).matcher()
+        for token in tokens:
+            if matcher.is_terminated() or not matcher.accept_token(token):
+                break
+        return matcher
+
+    # ------------------------------------------------------------------ masks
+    def _fill_row(self, matcher: Matcher, bitmask: torch.Tensor, row: int, length: int) -> None:
+        grammar = matcher.grammar
+        if self.max_new_tokens is not None and not matcher.is_terminated() and grammar.closing is not None:
+            budget = self.max_new_tokens - (length - self.prompt_length)
+            if budget >= 1 and grammar.closing.distance(matcher.state) + CLOSING_MARGIN >= budget:
+                allowed = grammar.closing.closing_tokens(matcher.state, budget)
+                if matcher.can_terminate():
+                    allowed = np.concatenate([allowed, sorted(grammar.info.eos_token_ids)])
+                if allowed.size:
+                    bitmask[row].copy_(torch.from_numpy(pack_token_ids(allowed, bitmask.shape[1] * 32)))
+                    return
+        if (grammar.info.vocab_size + 31) // 32 == bitmask.shape[1]:
+            matcher.fill_bitmask(bitmask, row)
+        else:
+            _fill_wide(matcher, bitmask, row)
+
+    @staticmethod
+    def _eos_mask(grammar: Grammar, width: int) -> np.ndarray:
+        return pack_token_ids(sorted(grammar.info.eos_token_ids), width)
+
+    def outputs_complete(self) -> list[bool]:
+        """Per row: whether the text generated so far is a complete instance (EOS accepted or acceptable)."""
+        return [m.is_terminated() or m.can_terminate() for m in self.matchers]
+
+
+def _fill_wide(matcher: Matcher, bitmask: torch.Tensor, row: int) -> None:
+    """Copy a grammar mask into a row of a different width (logits wider or narrower than the tokenizer)."""
+    words = (matcher.grammar.info.vocab_size + 31) // 32
+    scratch = allocate_bitmask(1, matcher.grammar.info.vocab_size)
+    matcher.fill_bitmask(scratch, 0)
+    bitmask[row].zero_()
+    n = min(words, bitmask.shape[1])
+    bitmask[row, :n].copy_(scratch[0, :n])
+
+
+def _warn_rejected(row: int, token: int) -> None:
+    log.warning(
+        "row %d took token %d outside the grammar: a beam with score -inf (beam search with fewer allowed "
+        "continuations than beams), or a processor after this one changed the choice; it is ended",
+        row,
+        token,
+    )
+
+
+class JSONSchemaLogitsProcessor(GrammarLogitsProcessor):
+    """`model.generate` output that is always a JSON instance of `schema`.
+
+    `schema`: a JSON Schema dict, a pydantic model class or any type pydantic describes; or a list of them,
+    one per batch item. The grammar is compiled once per (tokenizer, schema) and cached.
+    """
+
+    def __init__(
+        self,
+        schema: Any,
+        tokenizer: Any,
+        *,
+        max_new_tokens: int | None = None,
+        vocab_size: int | None = None,
+    ) -> None:
+        compiler = Compiler.for_tokenizer(tokenizer, vocab_size=vocab_size)
+        schemas = schema if isinstance(schema, list | tuple) else [schema]
+        super().__init__([compiler.json_schema(s) for s in schemas], max_new_tokens=max_new_tokens)
+
+
+class RegexLogitsProcessor(GrammarLogitsProcessor):
+    """`model.generate` output fully matched by `pattern` (or a list of patterns, one per batch item)."""
+
+    def __init__(
+        self,
+        pattern: str | Sequence[str],
+        tokenizer: Any,
+        *,
+        max_new_tokens: int | None = None,
+        vocab_size: int | None = None,
+    ) -> None:
+        compiler = Compiler.for_tokenizer(tokenizer, vocab_size=vocab_size)
+        patterns = [pattern] if isinstance(pattern, str) else list(pattern)
+        super().__init__([compiler.regex(p) for p in patterns], max_new_tokens=max_new_tokens)
