@@ -25,8 +25,7 @@ def walk_trie(
 ):
     """Depth-first walk from the (trie node, DFA state) pairs on the stack.
 
-    A token ending at child `c` (reached from state `s` into state `ns`) is allowed unless `s` is final and
-    `ns` is not (outlines-core/regex-automata: a token ending one byte after a match must itself match).
+    A token ending at child `c` is allowed when its last byte leads to a live state.
     Pairs whose state row is not built yet are returned in `pend_*`; returns how many.
     """
     npend = 0
@@ -40,16 +39,14 @@ def walk_trie(
             pend_state[npend] = s
             npend += 1
             continue
-        fs = final[s]
         for k in range(child_ptr[node], child_ptr[node + 1]):
             ns = trans[s, child_byte[k]]
             if ns < 0:
                 continue
             c = child_node[k]
-            if fs == 0 or final[ns] != 0:
-                for j in range(tok_ptr[c], tok_ptr[c + 1]):
-                    t = tok_ids[j]
-                    words[t >> 5] |= one << np.uint32(t & 31)
+            for j in range(tok_ptr[c], tok_ptr[c + 1]):
+                t = tok_ids[j]
+                words[t >> 5] |= one << np.uint32(t & 31)
             if child_ptr[c + 1] > child_ptr[c]:
                 stack_node[nstack] = c
                 stack_state[nstack] = ns

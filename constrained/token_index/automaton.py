@@ -1,12 +1,11 @@
-"""A lazily built byte-level DFA for a regex, with outlines-core's (regex-automata's) match semantics.
+"""A lazily built byte-level DFA for the LANGUAGE of a regex (full-match semantics, as `re.fullmatch`).
 
 The regex is parsed into interned terms over BYTES (a Unicode class becomes an alternation of UTF-8 byte
-sequences, so tokens may split a multi-byte character). A DFA state is an ordered tuple of "threads"
-(continuation terms, highest priority first), as in regex-automata's leftmost-first determinisation: the
-ordered linear form of a state (Antimirov partial derivatives, kept in NFA priority order) lists
-`(byte set, continuation)` items and at most one MATCH; transitions only follow the items before the first
-MATCH (lower-priority threads die once a higher-priority one has matched). This reproduces, e.g., that
-`a|abc` accepts only `a`, exactly like outlines-core's `Index`.
+sequences, so tokens may split a multi-byte character). A DFA state is a tuple of "threads" (continuation
+terms: Antimirov partial derivatives); a state accepts when a thread is nullable, and every thread keeps
+transitioning after a match. So `[0-9]|[1-9][0-9]` accepts both `4` and `42` — unlike outlines-core's
+`Index`, whose leftmost-first determinisation drops the longer alternative once the shorter one matched
+(and refuses a token that ends one byte past a match): a compiled schema means its whole language.
 
 Rows (256 byte transitions) are computed on first visit only, so nested bounded repeats never blow up:
 `r{n,m}` is a counter term and its derivatives are built on demand.
@@ -504,17 +503,14 @@ class LazyDFA:
         row = self.row(state)
         if row[0x61] != state or row[0x20] != state:  # cheap pre-check: ASCII content must loop
             return False
-        final_ok = bool(self.final[state])
         for seq in _string_content_sequences():
             cur = {state}
-            for j, (lo, hi) in enumerate(seq):
+            for lo, hi in seq:
                 nxt = set()
                 for st in cur:
                     r = self.row(st)
                     nxt.update(r[lo : hi + 1])
                 if DEAD in nxt:
-                    return False
-                if j < len(seq) - 1 and not final_ok and any(self.final[x] for x in nxt):
                     return False
                 cur = nxt
             if cur != {state}:
@@ -533,14 +529,9 @@ class LazyDFA:
         seen = set()
         for t in self._states[state]:
             for it in store.lf(t):
-                if it is None:
-                    break
-                if it not in seen:
+                if it is not None and it not in seen:  # None marks a MATCH; every thread goes on
                     seen.add(it)
                     items.append(it)
-            else:
-                continue
-            break  # a MATCH: lower-priority threads do not transition (leftmost-first)
         row_arr = np.full(256, DEAD, dtype=np.int32)
         if items:
             masks = frozenset(m for m, _ in items)

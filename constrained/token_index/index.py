@@ -1,4 +1,4 @@
-"""`LazyTokenIndex`: outlines-core `Index` semantics, computed per automaton state on first visit."""
+"""`LazyTokenIndex`: the token-level automaton of a regex's language, computed per state on first visit."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from constrained.token_index.vocabulary import TokenVocabulary
 class LazyTokenIndex:
     """Token-level automaton of `regex` over `vocab`, built lazily and shared by every sequence.
 
-    A token is allowed in state `s` iff feeding its bytes keeps the DFA alive, except that a token ending one
-    byte after a (leftmost-first) match must itself complete a match (outlines-core's rule). States are this
-    index's own ids (not outlines-core's). Masks never include EOS: the caller adds it in final states.
+    A token is allowed in state `s` iff feeding its bytes keeps the DFA alive (the bytes are a prefix of some
+    word of the language). Where the regex has no prefix-overlapping alternatives this equals outlines-core's
+    `Index` bit for bit (tested); elsewhere outlines-core drops words of the language and we do not. Masks
+    never include EOS: the caller adds it in final states.
     Thread-safe: lazy construction is serialised by a lock; cached masks are read without it.
     """
 
@@ -38,17 +39,14 @@ class LazyTokenIndex:
             return None
         dfa = self.dfa
         rows = dfa.rows
-        prev = cur = state
+        cur = state
         for b in data:
             row = rows[cur]
             if row is None:
                 row = dfa.row(cur)
-            prev = cur
             cur = row[b]
             if cur == DEAD:
                 return None
-        if dfa.final[prev] and not dfa.final[cur]:
-            return None
         return cur
 
     def allowed_mask(self, state: int) -> np.ndarray:
