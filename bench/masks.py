@@ -1,0 +1,170 @@
+"""Mask speed: time to first mask (TTFM) and time between masks (TBM), per engine, one thread.
+
+    python bench/masks.py --data ../shared/corpora/maskbench --tokenizer smollm2 \
+        [--engines ours,llguidance,xgrammar,outlines] [--limit N] [--timeout S]
+
+For each schema (at most N per file) each engine, in turn and in its own single-threaded process, compiles the
+schema with a cold cache, creates a matcher and fills the first mask (TTFM), then walks every valid instance
+token by token (the instance serialized compactly and tokenized once; all engines get the same ids), timing
+each mask fill (TBM), including the one after the last token. Engines alternate schema by schema, so machine
+noise hits them alike; ratios ours/peer are over the schemas both engines compiled. Figures in µs. For ours
+the approximate memory of one cached grammar (its masks and token index) is printed too. The last line:
+`ours: ttfm_p50_us=… ttfm_p99_us=… tbm_p50_us=… tbm_p99_us=…`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parent.parent
+# `python bench/masks.py` puts bench/ first on sys.path, where bench/tokenizers.py would shadow the
+# `tokenizers` library: import from the project root instead.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _ROOT / "bench"]
+sys.path.insert(0, str(_ROOT))
+
+import argparse  # noqa: E402
+from collections import Counter  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from bench.engines import (  # noqa: E402
+    EngineWorker,
+    JobTimeout,
+    load_corpus,
+    parse_engines,
+    resolve_data_dir,
+    tokenize_cases,
+)
+from bench.tokenizers import load_tokenizer  # noqa: E402
+
+
+@dataclass
+class Timings:
+    ttfm: dict[str, float] = field(default_factory=dict)  # schema id -> µs
+    tbm: dict[str, list[float]] = field(default_factory=dict)  # schema id -> µs per mask
+    memory: dict[str, int] = field(default_factory=dict)
+    failures: Counter = field(default_factory=Counter)  # unsupported / crash / timeout
+    rejected: int = 0  # valid instances refused part-way (their walk stops there)
+
+
+def _p(values, q: float) -> float:
+    return float(np.percentile(values, q)) if len(values) else float("nan")
+
+
+def _fmt(value: float) -> str:
+    if value != value:  # nan
+        return "-"
+    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", action="append", required=True, help="MaskBench folder (repeatable)")
+    parser.add_argument("--tokenizer", default="smollm2", help="smollm2, qwen or a tokenizer folder")
+    parser.add_argument("--engines", default="ours,llguidance,xgrammar,outlines")
+    parser.add_argument("--limit", type=int, default=None, help="at most N schemas per file")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per schema and engine")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory estimate for ours")
+    args = parser.parse_args(argv)
+    engines = parse_engines(args.engines)
+
+    tokenizer, info = load_tokenizer(args.tokenizer)
+    cases = []
+    for folder in args.data:
+        cases += load_corpus(resolve_data_dir(folder), args.limit).cases
+    tokenize_cases(cases, tokenizer)
+    cases = [c for c in cases if any(i.valid for i in c.instances)]
+    valid_tokens = sum(len(i.token_ids) for c in cases for i in c.instances if i.valid)
+    print(
+        f"masks: tokenizer={args.tokenizer} (vocab {info.vocab_size}) engines={','.join(engines)} "
+        f"limit={args.limit} schemas={len(cases)} valid-instance tokens={valid_tokens}",
+        flush=True,
+    )
+
+    workers = {engine: EngineWorker(engine, args.tokenizer) for engine in engines}
+    timings = {engine: Timings() for engine in engines}
+    try:
+        for worker in tqdm(workers.values(), desc="starting engines", file=sys.stderr, leave=False):
+            worker.call("time", ({"type": "boolean"}, [], False), 600)  # start + warm up, not counted
+        for case in tqdm(cases, desc="schemas", file=sys.stderr):
+            instances = [inst.token_ids for inst in case.instances if inst.valid]
+            for engine, worker in workers.items():
+                memory = engine == "ours" and not args.no_memory
+                try:
+                    result = worker.call("time", (case.schema, instances, memory), args.timeout)
+                except JobTimeout:
+                    result = {"compile_error": "timeout"}
+                t = timings[engine]
+                if result["compile_error"] is not None:
+                    t.failures[result["compile_error"]] += 1
+                    continue
+                t.ttfm[case.id] = result["ttfm_us"]
+                t.tbm[case.id] = result["tbm_us"]
+                t.rejected += result["rejected"]
+                if result.get("memory_bytes") is not None:
+                    t.memory[case.id] = result["memory_bytes"]
+    finally:
+        for worker in workers.values():
+            worker.close()
+
+    head = (
+        f"{'engine':<11} {'compiled':>8} {'unsup':>5} {'crash':>5} {'tmout':>5} {'refused':>7} "
+        f"{'ttfm_p50':>10} {'ttfm_p90':>10} {'ttfm_p99':>10} {'masks':>8} {'tbm_p50':>8} {'tbm_p99':>8}"
+    )
+    print(head)
+    print("-" * len(head))
+    for engine in engines:
+        t = timings[engine]
+        ttfm = list(t.ttfm.values())
+        tbm = [v for values in t.tbm.values() for v in values]
+        print(
+            f"{engine:<11} {len(ttfm):>8} {t.failures['unsupported']:>5} {t.failures['crash']:>5} "
+            f"{t.failures['timeout']:>5} {t.rejected:>7} {_fmt(_p(ttfm, 50)):>10} {_fmt(_p(ttfm, 90)):>10} "
+            f"{_fmt(_p(ttfm, 99)):>10} {len(tbm):>8} {_fmt(_p(tbm, 50)):>8} {_fmt(_p(tbm, 99)):>8}"
+        )
+    print("(µs; compiled = schemas compiled in time; refused = valid instances refused part-way)")
+
+    if "ours" in timings:
+        ours = timings["ours"]
+        for peer in engines:
+            if peer == "ours":
+                continue
+            common = sorted(set(ours.ttfm) & set(timings[peer].ttfm))
+            if not common:
+                print(f"ours/{peer}: no schema compiled by both")
+                continue
+            o_ttfm = [ours.ttfm[c] for c in common]
+            p_ttfm = [timings[peer].ttfm[c] for c in common]
+            o_tbm = [v for c in common for v in ours.tbm[c]]
+            p_tbm = [v for c in common for v in timings[peer].tbm[c]]
+            print(
+                f"ours/{peer} over {len(common)} common schemas: "
+                f"ttfm_p50 {_p(o_ttfm, 50) / _p(p_ttfm, 50):.2f}x  "
+                f"ttfm_p99 {_p(o_ttfm, 99) / _p(p_ttfm, 99):.2f}x  "
+                f"tbm_p50 {_p(o_tbm, 50) / _p(p_tbm, 50):.2f}x  tbm_p99 {_p(o_tbm, 99) / _p(p_tbm, 99):.2f}x"
+            )
+        if ours.memory:
+            mem = np.array(list(ours.memory.values()), dtype=float) / 1024
+            print(
+                f"ours memory per cached grammar after the walk (masks + token index, approx.): "
+                f"p50={_fmt(_p(mem, 50))} KiB p99={_fmt(_p(mem, 99))} KiB max={_fmt(mem.max())} KiB"
+            )
+        slow = sorted(ours.ttfm.items(), key=lambda kv: -kv[1])[:5]
+        if slow:
+            print("ours slowest TTFM: " + ", ".join(f"{k} {v / 1e6:.2f}s" for k, v in slow))
+        ttfm = list(ours.ttfm.values())
+        tbm = [v for values in ours.tbm.values() for v in values]
+        print(
+            f"ours: ttfm_p50_us={_p(ttfm, 50):.0f} ttfm_p99_us={_p(ttfm, 99):.0f} "
+            f"tbm_p50_us={_p(tbm, 50):.1f} tbm_p99_us={_p(tbm, 99):.1f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
