@@ -13,8 +13,8 @@ Documented restrictions (the generated language is a subset of the valid instanc
 - object properties appear in ``properties`` order, declared ones first, then additional ones;
 - whitespace only where ``options.whitespace`` allows (after ``{ [ , :`` and before ``} ]``);
 - recursive ``$ref`` unrolled ``options.max_recursion_depth`` times, deeper branches are not generated;
-- unconstrained values (``true``, ``{}``, ``{"type": "object"}`` members...) nest at most
-  ``options.max_recursion_depth`` container levels;
+- unconstrained values (``true``, ``{}``, members of ``{"type": "object"}``...) nest at most
+  ``max(1, options.max_recursion_depth - 1)`` container levels (regex size grows 4x per level);
 - numbers: see :mod:`grammars.numbers`; strings: see :mod:`grammars.strings`;
 - ``oneOf`` is compiled only when its branches are provably disjoint (then it equals ``anyOf``).
 Unknown keywords are annotations and are ignored, as the specification says; so are unknown ``format``
@@ -260,7 +260,7 @@ class _Compiler:
         self.explain.setdefault(pointer, set()).add(keyword)
 
     def any_value(self, depth: int | None = None) -> str:
-        depth = self.options.max_recursion_depth if depth is None else depth
+        depth = max(1, self.options.max_recursion_depth - 1) if depth is None else depth
         if depth not in self._any_cache:
             scalars = ["null", "true", "false", number_regex(None, None) or "", f'"{LOOSE_CONTENT}"']
             if depth > 0:
@@ -654,7 +654,7 @@ class _Compiler:
         else:
             f.items = a.items + b.items
         f.min_items, f.max_items = max(a.min_items, b.min_items), _min_opt(a.max_items, b.max_items)
-        f.unique = a.unique or b.unique
+        f.unique = a.unique if a.unique is not None else b.unique
         f.contains = a.contains + b.contains
         f.nots = a.nots + b.nots
         return f
@@ -888,7 +888,7 @@ class _Compiler:
             raise Unsatisfiable
         if f.contains:
             return self._contains(f, elems, rest, mn, mx)
-        if f.unique and (mx is None or mx > 1):
+        if f.unique is not None and (mx is None or mx > 1):
             return self._unique(f, elems, mn, mx)
         k = len(elems)
 
@@ -920,7 +920,7 @@ class _Compiler:
             len(f.contains) > 1
             or elems
             or f.items is not None
-            or f.unique
+            or f.unique is not None
             or lo != 1
             or hi is not None
             or mn > 1
@@ -1010,14 +1010,17 @@ class _Compiler:
                     raise
                 continue
             members.append((string_literal(name) + ":" + ws + concat_atom(value), required))
-        present_req = {n for n in f.required}
-        for name, deps, dptr in f.dep_required:
-            optional_present = any(m for m in names if m == name) and name not in present_req
-            if optional_present and not all(d in present_req for d in deps):
-                raise SchemaError(
-                    "dependentRequired on optional properties is not supported", "dependentRequired", dptr
-                )
         extra = self._extra(f, declared_keys)
+        for name, deps, dptr in f.dep_required:
+            # Enforced when the dependencies are required anyway, or when `name` can never appear.
+            may_appear = name in names or extra is not None
+            if may_appear and not all(d in f.required for d in deps):
+                raise SchemaError(
+                    "dependentRequired is supported only when its dependencies are required or its property "
+                    "cannot appear",
+                    "dependentRequired",
+                    dptr,
+                )
         n_req = sum(1 for _, r in members if r)
         if f.min_props > n_req or (
             f.max_props is not None and (f.max_props < len(members) or extra is not None)

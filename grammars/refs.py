@@ -139,8 +139,6 @@ class Registry:
         if not isinstance(ref, str):
             raise SchemaError("$ref must be a string", "$ref", pointer)
         uri, frag = urldefrag(urljoin(base, ref))
-        if uri == self.root_base:
-            uri = ROOT_URI
         if not uri:
             uri = base
         if uri not in self.docs:

@@ -1,0 +1,317 @@
+"""grammars: every supported keyword is enforced exactly, every unsupported one is rejected by name."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import jsonschema
+import pytest
+
+from grammars import CompiledSchema, JsonSchemaOptions, SchemaError, compile_json_schema
+
+OBJ = {"type": "object"}
+
+# (schema, instances that must match, instances that must not match)
+CASES: list[tuple[dict | bool, list, list]] = [
+    ({"type": "null"}, [None], [0, "", False]),
+    ({"type": "boolean"}, [True, False], [None, 0]),
+    ({"type": "integer"}, [0, -7, 123456], [1.5, "1", None]),
+    ({"type": "number"}, [0, -1.5, 3.25, 1e-05, 12], ["1", None]),
+    ({"type": "string"}, ["", "abc", 'é\n"\\/', "😀"], [1, None]),
+    ({"type": ["string", "null"]}, ["x", None], [1, []]),
+    ({"type": "array"}, [[], [1, "a", [None]]], [{}, "[]"]),
+    (OBJ, [{}, {"a": {"b": [1, 2]}}], [[], 1]),
+    ({"type": "integer", "minimum": -15, "maximum": 312}, [-15, 0, 312, 99], [-16, 313, 1000]),
+    ({"type": "integer", "exclusiveMinimum": 0, "exclusiveMaximum": 10}, [1, 9], [0, 10]),
+    (
+        {
+            "$schema": "http://json-schema.org/draft-04/schema#",
+            "type": "integer",
+            "minimum": 0,
+            "exclusiveMinimum": True,
+        },
+        [1],
+        [0],
+    ),
+    ({"type": "number", "minimum": 0.5, "maximum": 2.25}, [0.5, 1, 2.25, 1.999], [0.49, 2.26, -1, 3]),
+    ({"type": "number", "exclusiveMinimum": -1.5, "maximum": 0}, [-1.25, 0, -0.5], [-1.5, 0.01, -2]),
+    ({"type": "integer", "multipleOf": 5, "minimum": 0, "maximum": 30}, [0, 5, 30], [3, 35, -5]),
+    ({"type": "integer", "multipleOf": 25}, [0, 25, 100, 1275, -50], [10, 1270, 5]),
+    ({"type": "string", "minLength": 2, "maxLength": 3}, ["ab", "abc", "é\n", "😀😀"], ["a", "abcd", "😀"]),
+    ({"type": "string", "pattern": "^[a-z]+[0-9]{2}$"}, ["ab12", "x00"], ["ab1", "AB12", "ab123"]),
+    ({"type": "string", "pattern": "foo"}, ["foo", "xfooy"], ["fo", "bar"]),
+    ({"type": "string", "pattern": "^\\d{3}-\\d{4}$"}, ["555-1234"], ["5555-1234", "55-1234"]),
+    ({"type": "string", "pattern": "^[^@\\s]+@[^@\\s]+$"}, ["a@b"], ["a@b@c", "a b@c", "@b"]),
+    ({"type": "string", "pattern": "^[A-Z]*$", "maxLength": 3}, ["", "ABC"], ["ABCD", "a"]),
+    ({"type": "string", "format": "date"}, ["2024-02-29", "2023-12-31"], ["2023-02-29", "2023-13-01", "x"]),
+    (
+        {"type": "string", "format": "date-time"},
+        ["2024-01-02T03:04:05Z", "2024-01-02T03:04:05.5+01:00"],
+        ["2024-01-02 03:04:05", "2024-01-02"],
+    ),
+    ({"type": "string", "format": "uuid"}, ["123e4567-e89b-12d3-a456-426614174000"], ["123e4567"]),
+    ({"type": "string", "format": "ipv4"}, ["192.168.0.1"], ["256.1.1.1", "1.2.3"]),
+    ({"type": "string", "format": "email"}, ["john.doe@example.com"], ["john"]),
+    ({"type": "string", "format": "hostname"}, ["example.com", "a-b"], ["-ab", "a..b"]),
+    ({"type": "string", "format": "uri"}, ["https://example.com/a?b=1"], ["not a uri"]),
+    ({"type": "string", "format": "some-unknown-format"}, ["anything"], [1]),
+    (
+        {"enum": ["a", 1, None, {"x": [1, True]}, [1, 2]]},
+        ["a", 1, None, {"x": [1, True]}, [1, 2]],
+        ["b", 2, {"x": [1]}, [2, 1]],
+    ),
+    ({"const": 'é"x'}, ['é"x'], ['e"x', ""]),
+    ({"type": "string", "enum": ["a", 1, "bc"], "maxLength": 1}, ["a"], ["bc", 1]),
+    (
+        {
+            "type": "object",
+            "properties": {"a": {"type": "integer"}, "b": {"type": "string"}},
+            "required": ["a"],
+            "additionalProperties": False,
+        },
+        [{"a": 1}, {"a": 1, "b": "x"}],
+        [{}, {"b": "x"}, {"a": 1, "c": 2}, {"a": "1"}],
+    ),
+    (
+        {"type": "object", "properties": {"a": {"type": "integer"}}},
+        [{}, {"a": 1}, {"a": 1, "z": [1]}, {"z": 1}],
+        [{"a": "x"}, {"a": 1, "a2": None, "b": {"q": "\x00"}} and 5],
+    ),
+    ({"type": "object", "additionalProperties": {"type": "integer"}}, [{}, {"x": 1, "y": 2}], [{"x": "1"}]),
+    (
+        {
+            "type": "object",
+            "properties": {"p": {"type": "null"}},
+            "additionalProperties": {"type": "integer"},
+        },
+        [{"p": None, "x": 1}],
+        [{"p": None, "x": None}, {"p": 1}],
+    ),
+    (
+        {"type": "object", "properties": {"a": {}, "b": {}, "c": {}}, "required": ["b"]},
+        [{"b": 1}, {"a": 1, "b": 2}, {"b": 1, "c": 2}, {"a": 1, "b": 2, "c": 3}],
+        [{"a": 1}, {}],
+    ),
+    (
+        {"type": "object", "patternProperties": {"^x-": {"type": "string"}}, "additionalProperties": False},
+        [{}, {"x-a": "1"}],
+        [{"x-a": 1}, {"y": "1"}],
+    ),
+    (
+        {
+            "type": "object",
+            "minProperties": 1,
+            "maxProperties": 2,
+            "properties": {"a": {}, "b": {}, "c": {}},
+            "additionalProperties": False,
+        },
+        [{"a": 1}, {"a": 1, "c": 2}],
+        [{}, {"a": 1, "b": 1, "c": 1}],
+    ),
+    ({"type": "object", "propertyNames": {"enum": ["a", "b"]}}, [{}, {"a": 1}, {"a": 1, "b": 2}], [{"c": 1}]),
+    (
+        {
+            "type": "object",
+            "properties": {"a": {}, "b": {}},
+            "dependentRequired": {"a": ["b"]},
+            "required": ["b"],
+        },
+        [{"b": 1}, {"a": 1, "b": 1}],
+        [{"a": 1}],
+    ),
+    (
+        {"type": "array", "items": {"type": "integer"}, "minItems": 1, "maxItems": 3},
+        [[1], [1, 2, 3]],
+        [[], [1, 2, 3, 4], ["a"]],
+    ),
+    (
+        {"type": "array", "prefixItems": [{"type": "string"}, {"type": "integer"}], "items": False},
+        [[], ["a"], ["a", 1]],
+        [["a", 1, 2], [1]],
+    ),
+    (
+        {
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "type": "array",
+            "items": [{"type": "string"}],
+            "additionalItems": {"type": "integer"},
+        },
+        [["a", 1, 2]],
+        [["a", "b"]],
+    ),
+    (
+        {"type": "array", "items": {"enum": ["x", "y", "z"]}, "uniqueItems": True},
+        [[], ["x", "z"], ["x", "y", "z"]],
+        [["x", "x"], ["w"]],
+    ),
+    ({"type": "array", "uniqueItems": False, "items": {"type": "boolean"}}, [[True, True]], [[1]]),
+    ({"type": "array", "contains": {"type": "string"}}, [["a"], [1, "a", 2]], [[], [1, 2]]),
+    (
+        {"anyOf": [{"type": "string", "maxLength": 1}, {"type": "integer", "minimum": 5}]},
+        ["", "a", 5],
+        ["ab", 4],
+    ),
+    ({"oneOf": [{"type": "string"}, {"type": "integer"}]}, ["a", 1], [None, 1.5]),
+    (
+        {
+            "oneOf": [
+                {
+                    "type": "object",
+                    "properties": {"k": {"const": "a"}, "v": {"type": "integer"}},
+                    "required": ["k"],
+                },
+                {
+                    "type": "object",
+                    "properties": {"k": {"const": "b"}, "v": {"type": "string"}},
+                    "required": ["k"],
+                },
+            ]
+        },
+        [{"k": "a", "v": 1}, {"k": "b", "v": "x"}],
+        [{"k": "a", "v": "x"}, {"k": "c"}],
+    ),
+    (
+        {
+            "allOf": [
+                {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]},
+                {"properties": {"b": {"type": "string"}}, "required": ["b"]},
+            ]
+        },
+        [{"a": 1, "b": "x"}],
+        [{"a": 1}, {"b": "x"}, {"a": "1", "b": "x"}],
+    ),
+    ({"allOf": [{"type": "integer", "minimum": 0}, {"maximum": 5}]}, [0, 5], [-1, 6]),
+    ({"not": {"type": "string"}}, [1, None, [], {}], ["a"]),
+    ({"type": "string", "not": {"enum": ["a", "b"]}}, ["", "c", "ab"], ["a", "b"]),
+    (
+        {
+            "$defs": {"pos": {"type": "integer", "minimum": 1}},
+            "type": "array",
+            "items": {"$ref": "#/$defs/pos"},
+        },
+        [[1, 2]],
+        [[0]],
+    ),
+    (
+        {
+            "definitions": {"a/b": {"type": "string"}, "c%d": {"type": "integer"}},
+            "properties": {"x": {"$ref": "#/definitions/a~1b"}, "y": {"$ref": "#/definitions/c%25d"}},
+        },
+        [{"x": "s", "y": 1}],
+        [{"x": 1}, {"y": "s"}],
+    ),
+    (
+        {
+            "$id": "https://example.com/root.json",
+            "$defs": {"a": {"$anchor": "thing", "type": "boolean"}},
+            "items": {"$ref": "#thing"},
+            "type": "array",
+        },
+        [[True]],
+        [[1]],
+    ),
+    (
+        {
+            "type": "object",
+            "properties": {"name": {"type": "string"}, "child": {"$ref": "#"}},
+            "required": ["name"],
+            "additionalProperties": False,
+        },
+        [{"name": "a"}, {"name": "a", "child": {"name": "b"}}],
+        [{"name": "a", "child": {}}, {}],
+    ),
+    ({"if": {"type": "string"}}, ["a", 1], []),
+    (True, [1, "a", None], []),
+]
+
+
+def dumps(value: object, ascii_: bool) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=ascii_)
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_case(case: int) -> None:
+    schema, good, bad = CASES[case]
+    compiled = compile_json_schema(schema)
+    assert isinstance(compiled, CompiledSchema)
+    rx = re.compile(compiled.regex)
+    validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)(
+        schema, format_checker=jsonschema.FormatChecker()
+    )
+    for value in good:
+        assert validator.is_valid(value), value
+        for ascii_ in (False, True):
+            assert rx.fullmatch(dumps(value, ascii_)), (schema, value, ascii_)
+    unchecked = isinstance(schema, dict) and schema.get("format") not in (
+        None,
+        *validator.format_checker.checkers,
+    )
+    for value in bad:
+        assert unchecked or not validator.is_valid(value), value
+        for ascii_ in (False, True):
+            assert not rx.fullmatch(dumps(value, ascii_)), (schema, value, ascii_)
+
+
+def test_whitespace_option() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "array"}}}
+    loose = re.compile(compile_json_schema(schema).regex)
+    assert loose.fullmatch('{ "a": [ 1, 2 ] }')
+    compact = re.compile(compile_json_schema(schema, JsonSchemaOptions(whitespace="")).regex)
+    assert compact.fullmatch('{"a":[1,2]}') and not compact.fullmatch('{ "a":[1,2]}')
+
+
+def test_explain_names_enforced_keywords() -> None:
+    compiled = compile_json_schema(
+        {"type": "object", "properties": {"a": {"type": "string", "maxLength": 2}}}
+    )
+    entries = {e.pointer: e.enforced for e in compiled.explain}
+    assert "maxLength" in entries["/properties/a"] and "properties" in entries[""]
+
+
+REJECTED: list[tuple[dict, str, str]] = [
+    ({"type": "string", "pattern": "(a)\\1"}, "pattern", ""),
+    ({"properties": {"x": {"type": "string", "pattern": "^(?=a)"}}}, "pattern", "/properties/x"),
+    ({"type": "string", "format": "ipv6"}, "format", ""),
+    ({"type": "array", "items": {"type": "string"}, "uniqueItems": True}, "uniqueItems", ""),
+    ({"type": "string", "format": "time"}, "format", ""),
+    ({"oneOf": [{"type": "integer"}, {"minimum": 0}]}, "oneOf", ""),
+    ({"if": {"type": "string"}, "then": {"minLength": 1}}, "if", ""),
+    ({"not": {"minimum": 3}}, "not", "/not"),
+    ({"$ref": "https://example.com/missing.json"}, "$ref", ""),
+    ({"$ref": "#/$defs/nope"}, "$ref", ""),
+    ({"type": "integer", "multipleOf": 7}, "multipleOf", ""),
+    ({"type": "number", "multipleOf": 0.01}, "multipleOf", ""),
+    ({"dependentSchemas": {"a": {"required": ["b"]}}}, "dependentSchemas", ""),
+    ({"unevaluatedProperties": False}, "unevaluatedProperties", ""),
+    ({"type": "string", "format": "email", "maxLength": 5}, "format", ""),
+    ({"type": "array", "items": {"type": "object"}, "maxItems": 100000}, "maxItems", ""),
+    ({"type": "widget"}, "type", ""),
+]
+
+
+@pytest.mark.parametrize("case", range(len(REJECTED)))
+def test_rejected(case: int) -> None:
+    schema, keyword, pointer = REJECTED[case]
+    with pytest.raises(SchemaError) as info:
+        compile_json_schema(schema)
+    assert (info.value.keyword, info.value.pointer) == (keyword, pointer), str(info.value)
+    assert f"keyword '{keyword}'" in str(info.value)
+
+
+def test_remote_ref() -> None:
+    remote = {"$defs": {"n": {"type": "integer", "maximum": 3}}}
+    options = JsonSchemaOptions(remotes={"https://example.com/r.json": remote})
+    rx = compile_json_schema({"$ref": "https://example.com/r.json#/$defs/n"}, options).regex
+    assert re.fullmatch(rx, "3") and not re.fullmatch(rx, "4")
+
+
+def test_regexes_compile_in_rust() -> None:
+    """outlines-core (Rust regex-automata) accepts every regex with the same syntax."""
+    from outlines_core import Index, Vocabulary
+
+    vocab = {chr(i): [i] for i in range(32, 127)}
+    vocab.update({"é": [200], "😀": [201]})
+    vocabulary = Vocabulary(0, vocab)
+    for schema, _, _ in CASES[:30]:
+        Index(compile_json_schema(schema, JsonSchemaOptions(max_recursion_depth=1)).regex, vocabulary)
