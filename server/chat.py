@@ -3,7 +3,7 @@
 Contract: `ChatService.prepare()` turns a validated `ChatCompletionRequest` into a `GenerationRequest` or
 raises `APIError` (400/404) naming the parameter; `complete()` returns a `ChatCompletion`; `stream()` yields
 the SSE lines of OpenAI's streaming protocol, ending with `data: [DONE]`. A client that goes away cancels
-its request in the engine.
+its request in the engine. Function calling (prompt, grammar, parsing the calls) is in `server.tools`.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from server.protocol import (
     TopLogprob,
     Usage,
 )
+from server.tools import CallParser, ToolPlan, build_tool_grammar, plan_tools, render_prompt
 
 SCHEMA_PARAM = "response_format.json_schema.schema"
 
@@ -76,9 +77,13 @@ class ChatService:
                 param="model",
                 code="model_not_found",
             )
+        plan = plan_tools(request)
         prompt_ids = self._render_prompt(request)
         max_tokens = self._max_tokens(request, len(prompt_ids))
         grammar = await self._grammar(request)
+        if plan is not None and plan.constrained:
+            text_regex = grammar.source if grammar is not None and plan.mode == "auto" else None
+            grammar = await self.compile(lambda: build_tool_grammar(self.compiler, plan, text_regex), "tools")
         shortest = await asyncio.to_thread(grammar.min_tokens) if grammar is not None else 0
         if shortest > max_tokens:
             raise APIError(
@@ -99,11 +104,7 @@ class ChatService:
         )
 
     def _render_prompt(self, request: ChatCompletionRequest) -> list[int]:
-        messages = [
-            {"role": "system" if m.role == "developer" else m.role, "content": m.text}
-            for m in request.messages
-        ]
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        text = render_prompt(self.tokenizer, request)
         return self.tokenizer.encode(text, add_special_tokens=False)
 
     def _max_tokens(self, request: ChatCompletionRequest, prompt_tokens: int) -> int:
@@ -217,15 +218,18 @@ class ChatService:
                     break
         finally:
             handle.cancel()
-        choices = [
-            Choice(
-                index=i,
-                message=AssistantMessage(content=texts[i]),
-                logprobs=ChoiceLogprobs(content=logprobs[i]) if request.logprobs else None,
-                finish_reason=reasons[i],
+        plan = plan_tools(request)
+        choices = []
+        for i in range(generation.n):
+            message, reason = _message(texts[i], reasons[i], plan)
+            choices.append(
+                Choice(
+                    index=i,
+                    message=message,
+                    logprobs=ChoiceLogprobs(content=logprobs[i]) if request.logprobs else None,
+                    finish_reason=reason,
+                )
             )
-            for i in range(generation.n)
-        ]
         return ChatCompletion(
             id=_completion_id(),
             created=int(time.time()),
@@ -258,24 +262,33 @@ class ChatService:
                 raw["delta"] = choice.delta.model_dump(exclude_none=True)
             return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
+        plan = plan_tools(request)
+        parsers = [CallParser(plan.text_allowed) for _ in range(generation.n)] if _calls(plan) else None
         try:
             for i in range(generation.n):
-                yield chunk([ChunkChoice(index=i, delta=DeltaMessage(role="assistant", content=""))])
+                first = DeltaMessage(role="assistant", content=None if parsers else "")
+                yield chunk([ChunkChoice(index=i, delta=first)])
             while True:
                 event = await events.get()
                 if isinstance(event, ChoiceDelta):
                     lp = ChoiceLogprobs(content=self._logprobs(event.logprobs)) if request.logprobs else None
-                    yield chunk(
-                        [ChunkChoice(index=event.index, delta=DeltaMessage(content=event.text), logprobs=lp)]
-                    )
+                    if parsers is None:
+                        deltas = [DeltaMessage(content=event.text)]
+                    else:
+                        deltas = _deltas(parsers[event.index].feed(event.text))
+                        if not deltas and lp is not None:  # text held back: the logprobs still go out
+                            deltas = [DeltaMessage()]
+                    for k, delta in enumerate(deltas):
+                        yield chunk([ChunkChoice(index=event.index, delta=delta, logprobs=None if k else lp)])
                 elif isinstance(event, ChoiceFinished):
-                    yield chunk(
-                        [
-                            ChunkChoice(
-                                index=event.index, delta=DeltaMessage(), finish_reason=event.finish_reason
-                            )
-                        ]
-                    )
+                    reason = event.finish_reason
+                    if parsers is not None:
+                        parser = parsers[event.index]
+                        for delta in _deltas(parser.finish()):
+                            yield chunk([ChunkChoice(index=event.index, delta=delta)])
+                        if parser.complete and reason == "stop":
+                            reason = "tool_calls"
+                    yield chunk([ChunkChoice(index=event.index, delta=DeltaMessage(), finish_reason=reason)])
                 elif isinstance(event, RequestFailed):
                     error = APIError(event.message, status=500, type="server_error")
                     yield f"data: {json.dumps(error.body())}\n\n"
@@ -303,6 +316,30 @@ class ChatService:
             token_id
         )
         return TopLogprob(token=token, logprob=max(logprob, -9999.0), bytes=list(data))
+
+
+def _calls(plan: ToolPlan | None) -> bool:
+    return plan is not None and plan.constrained
+
+
+def _message(text: str, reason: str, plan: ToolPlan | None) -> tuple[AssistantMessage, str]:
+    """The assistant message of a finished choice: its tool calls when the output is calls, else text."""
+    if not _calls(plan):
+        return AssistantMessage(content=text), reason
+    parser = CallParser(plan.text_allowed)
+    parser.feed(text)
+    parser.finish()
+    if not parser.complete:
+        return AssistantMessage(content=text), reason
+    message = AssistantMessage(content=None, tool_calls=parser.tool_calls())
+    return message, "tool_calls" if reason == "stop" else reason
+
+
+def _deltas(items: list[tuple[str, object]]) -> list[DeltaMessage]:
+    return [
+        DeltaMessage(content=value) if kind == "content" else DeltaMessage(tool_calls=[value])
+        for kind, value in items
+    ]
 
 
 def _usage(event: RequestFinished) -> Usage:

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 IGNORED_FIELDS = ("user", "metadata", "store", "service_tier", "modalities", "prediction", "reasoning_effort")
+NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"  # function and json_schema names, as OpenAI requires
 
 
 class _Strict(BaseModel):
@@ -42,6 +43,12 @@ class Message(_Strict):
     tool_call_id: str | None = None
     refusal: str | None = None
 
+    @model_validator(mode="after")
+    def _tool_message_has_id(self) -> Message:
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("messages with role 'tool' require 'tool_call_id'")
+        return self
+
     @property
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -50,7 +57,7 @@ class Message(_Strict):
 
 
 class JsonSchemaSpec(_Strict):
-    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    name: str = Field(pattern=NAME_PATTERN)
     description: str | None = None
     schema_: dict[str, Any] | bool = Field(default=True, alias="schema")
     strict: bool | None = None
@@ -67,6 +74,27 @@ class ResponseFormat(_Strict):
         if self.type == "json_schema" and self.json_schema is None:
             raise ValueError("response_format of type 'json_schema' requires 'json_schema'")
         return self
+
+
+class FunctionDefinition(_Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None  # omitted: the function takes no arguments
+    strict: bool | None = None
+
+
+class Tool(_Strict):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class FunctionName(_Strict):
+    name: str
+
+
+class NamedToolChoice(_Strict):
+    type: Literal["function"]
+    function: FunctionName
 
 
 class StreamOptions(_Strict):
@@ -97,6 +125,9 @@ class ChatCompletionRequest(_Strict):
     stream: bool = False
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
+    tools: list[Tool] | None = Field(default=None, min_length=1)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool = True
     # Accepted, not acted on (listed in the README).
     user: str | None = None
     metadata: dict[str, Any] | None = None
