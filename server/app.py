@@ -79,7 +79,7 @@ def create_app(service: ChatService, limits: Limits | None = None, api_key: str 
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
-        return await service.complete(request, generation)
+        return await service.complete(request, generation, raw.is_disconnected)
 
     return app
 

@@ -12,7 +12,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import jsonschema
@@ -198,14 +198,49 @@ class ChatService:
         )
         return handle, events
 
-    async def complete(self, request: ChatCompletionRequest, generation: GenerationRequest) -> ChatCompletion:
+    async def next_event(
+        self,
+        events: asyncio.Queue[Event],
+        deadline: float,
+        disconnected: Callable[[], Awaitable[bool]] | None = None,
+    ) -> Event:
+        """The next engine event; raises `APIError` past the request deadline (504) or when the client is
+        gone (499), so the caller cancels the request and its batch slots are freed at the next step."""
+        loop = asyncio.get_running_loop()
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise APIError(
+                    f"the request took longer than {self.request_timeout_s:g} s",
+                    status=504,
+                    type="server_error",
+                    code="request_timeout",
+                )
+            try:
+                return await asyncio.wait_for(events.get(), timeout=min(1.0, remaining))
+            except TimeoutError:
+                if disconnected is not None and await disconnected():
+                    raise APIError(
+                        "the client closed the request", status=499, code="client_closed"
+                    ) from None
+
+    def deadline(self) -> float:
+        return asyncio.get_running_loop().time() + self.request_timeout_s
+
+    async def complete(
+        self,
+        request: ChatCompletionRequest,
+        generation: GenerationRequest,
+        disconnected: Callable[[], Awaitable[bool]] | None = None,
+    ) -> ChatCompletion:
         handle, events = self.submit(generation)
+        deadline = self.deadline()
         texts = [""] * generation.n
         logprobs: list[list[TokenLogprobOut]] = [[] for _ in range(generation.n)]
         reasons = ["stop"] * generation.n
         try:
             while True:
-                event = await events.get()
+                event = await self.next_event(events, deadline, disconnected)
                 if isinstance(event, ChoiceDelta):
                     texts[event.index] += event.text
                     logprobs[event.index].extend(self._logprobs(event.logprobs))
@@ -243,6 +278,7 @@ class ChatService:
         self, request: ChatCompletionRequest, generation: GenerationRequest
     ) -> AsyncIterator[str]:
         handle, events = self.submit(generation)
+        deadline = self.deadline()
         completion_id, created = _completion_id(), int(time.time())
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
 
@@ -269,7 +305,11 @@ class ChatService:
                 first = DeltaMessage(role="assistant", content=None if parsers else "")
                 yield chunk([ChunkChoice(index=i, delta=first)])
             while True:
-                event = await events.get()
+                try:
+                    event = await self.next_event(events, deadline)
+                except APIError as error:
+                    yield f"data: {json.dumps(error.body())}\n\n"
+                    break
                 if isinstance(event, ChoiceDelta):
                     lp = ChoiceLogprobs(content=self._logprobs(event.logprobs)) if request.logprobs else None
                     if parsers is None:

@@ -89,3 +89,38 @@ def test_metrics_count_requests_and_tokens(guarded):
         line for line in text.splitlines() if line.startswith("constrained_completion_tokens_total ")
     )
     assert float(completion.split()[1]) >= 1
+
+
+def test_request_timeout_is_504_and_frees_the_slot(adversary_service):
+    original = adversary_service.request_timeout_s
+    adversary_service.request_timeout_s = 0.5
+    try:
+        with LiveServer(create_app(adversary_service), free_port()) as server:
+            slow = {**PAYLOAD, "max_tokens": 3000, "logit_bias": {"2": -100}}
+            response = post(server, slow, key=None)
+            assert response.status_code == 504
+            assert response.json()["error"]["code"] == "request_timeout"
+            assert wait_until_idle(adversary_service)
+    finally:
+        adversary_service.request_timeout_s = original
+
+
+def test_stream_disconnect_frees_the_slot(live_server, adversary_service):
+    payload = {**PAYLOAD, "max_tokens": 3000, "stream": True, "logit_bias": {"2": -100}}
+    with httpx.stream("POST", live_server.url + "/v1/chat/completions", json=payload, timeout=60) as response:
+        chunks = (line for line in response.iter_lines() if line.startswith("data: "))
+        for _ in range(4):  # the role chunk, then content: the request is decoding
+            next(chunks)
+        assert adversary_service.engine.batch_size >= 1
+    assert wait_until_idle(adversary_service)
+
+
+def wait_until_idle(service, seconds: float = 10.0) -> bool:
+    import time
+
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if service.engine.batch_size == 0 and service.engine.queue_depth == 0:
+            return True
+        time.sleep(0.05)
+    return False
