@@ -33,6 +33,7 @@ from constrained.grammar import Grammar, GrammarCompiler, GrammarError
 from constrained.sampling import SamplingParams
 from constrained.tokenizer_info import TokenizerInfo
 from grammars import SchemaError
+from grammars.regex import lit
 from server.errors import APIError
 from server.protocol import (
     AssistantMessage,
@@ -157,12 +158,31 @@ class ChatService:
         )
 
     async def _grammar(self, request: ChatCompletionRequest) -> Grammar | None:
-        fmt = request.response_format
+        fmt, extension = request.response_format, request.structured_outputs
+        if extension is not None:
+            if fmt is not None and fmt.type != "text":
+                raise APIError(
+                    "use either response_format or structured_outputs, not both",
+                    param="structured_outputs",
+                    code="invalid_value",
+                )
+            if extension.regex is not None:
+                return await self.compile(
+                    lambda: self.compiler.compile_regex(extension.regex), "structured_outputs.regex"
+                )
+            if extension.choice is not None:
+                regex = "|".join(f"(?:{lit(choice)})" for choice in extension.choice)
+                return await self.compile(
+                    lambda: self.compiler.compile_regex(regex), "structured_outputs.choice"
+                )
+            return await self._schema_grammar(extension.json_, "structured_outputs.json")
         if fmt is None or fmt.type == "text":
             return None
         if fmt.type == "json_object":
             return await self.compile(self.compiler.compile_json_object, "response_format")
-        schema = fmt.json_schema.schema_
+        return await self._schema_grammar(fmt.json_schema.schema_, SCHEMA_PARAM)
+
+    async def _schema_grammar(self, schema: dict | bool, param: str) -> Grammar:
         try:
             jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator).check_schema(
                 schema
@@ -171,10 +191,10 @@ class ChatService:
             pointer = "/" + "/".join(str(p) for p in exc.absolute_path)
             raise APIError(
                 f"invalid JSON schema at '{pointer}': {exc.message}",
-                param=SCHEMA_PARAM,
+                param=param,
                 code="invalid_schema",
             ) from None
-        return await self.compile(lambda: self.compiler.compile_json_schema(schema), SCHEMA_PARAM)
+        return await self.compile(lambda: self.compiler.compile_json_schema(schema), param)
 
     async def compile(self, build, param: str) -> Grammar:
         """Compile off the event loop, within the compile time budget; errors become 400s naming `param`."""

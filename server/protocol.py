@@ -97,6 +97,23 @@ class NamedToolChoice(_Strict):
     function: FunctionName
 
 
+class StructuredOutputs(_Strict):
+    """Our extension, in vLLM's `structured_outputs` shape: exactly one of `json`, `regex`, `choice`."""
+
+    json_: dict[str, Any] | bool | None = Field(default=None, alias="json")
+    regex: str | None = Field(default=None, min_length=1)
+    choice: list[str] | None = Field(default=None, min_length=1)
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> StructuredOutputs:
+        given = [name for name in ("json_", "regex", "choice") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("structured_outputs takes exactly one of 'json', 'regex' or 'choice'")
+        return self
+
+
 class StreamOptions(_Strict):
     include_usage: bool = False
 
@@ -125,6 +142,7 @@ class ChatCompletionRequest(_Strict):
     stream: bool = False
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
+    structured_outputs: StructuredOutputs | None = None  # extension (vLLM's shape)
     tools: list[Tool] | None = Field(default=None, min_length=1)
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool = True
