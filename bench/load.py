@@ -76,7 +76,7 @@ def build_request(number: int, model: str, max_tokens: int) -> tuple[dict, bool]
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
     if number % 10 == 7:  # 10% malformed
-        body[rng.choice(["temperature", "top_p", "n"])] = 99
+        body[rng.choice(["temperature", "top_p", "n"])] = 999
         return body, True
     return body, False
 
