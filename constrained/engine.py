@@ -33,6 +33,7 @@ from constrained.grammar import Grammar, Matcher
 from constrained.sampling import SamplingParams, TokenHistory, sample
 
 log = logging.getLogger(__name__)
+_PREFILL_GROUP = 16  # requests prefilled together in one forward pass
 _GUARD_WINDOW = 4 * 64  # tokens remembered by the degeneration guard (cycles up to 4 tokens, 64 repeats)
 
 
@@ -187,22 +188,29 @@ class Engine:
                 self._reset_batch()
 
     def _admit(self) -> None:
+        """Take waiting requests while there are free rows, and prefill them together in one forward pass."""
         block = not self._rows
-        while len(self._rows) < self.max_batch_size:
+        free = self.max_batch_size - len(self._rows)
+        handles: list[RequestHandle] = []
+        while free > 0 and len(handles) < _PREFILL_GROUP:
             try:
                 handle = self._queue.get(block=block, timeout=0.5 if block else None)
             except queue.Empty:
-                return
+                break
             if handle is None:
                 self._stopping = True
-                return
+                break
             block = False
-            if handle.cancelled.is_set():
-                continue
-            try:
-                self._prefill(handle)
-            except Exception as exc:
-                log.exception("prefill failed")
+            if not handle.cancelled.is_set():
+                handles.append(handle)
+                free -= handle.request.n
+        if not handles:
+            return
+        try:
+            self._prefill(handles)
+        except Exception as exc:
+            log.exception("prefill failed")
+            for handle in handles:
                 self._fail(handle, f"internal error during prefill: {exc}")
 
     def _fail_queued(self, message: str) -> None:
@@ -219,20 +227,44 @@ class Engine:
             handle.cancelled.set()
             handle.emit(RequestFailed(message))
 
-    def _prefill(self, handle: RequestHandle) -> None:
-        request = handle.request
-        prompt = torch.tensor([request.prompt_ids], dtype=torch.long, device=self.device)
+    def _prefill(self, handles: list[RequestHandle]) -> None:
+        """One left-padded forward pass over the prompts; the n choices of a request share its row."""
+        prompts = [handle.request.prompt_ids for handle in handles]
+        width = max(map(len, prompts))
+        ids = torch.zeros(len(prompts), width, dtype=torch.long)
+        attention = torch.zeros(len(prompts), width, dtype=torch.long)
+        for i, prompt in enumerate(prompts):
+            ids[i, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+            attention[i, width - len(prompt) :] = 1
+        ids, attention = ids.to(self.device), attention.to(self.device)
         cache = DynamicCache()
-        logits = self.model(input_ids=prompt, cache=cache, use_cache=True).logits[:, -1, :]
-        if request.n > 1:
-            cache.batch_repeat_interleave(request.n)
-        new_rows = [self._new_sequence(handle, i) for i in range(request.n)]
+        out = self.model(
+            input_ids=ids,
+            attention_mask=attention,
+            position_ids=(attention.cumsum(dim=1) - 1).clamp(min=0),
+            cache=cache,
+            use_cache=True,
+        )
+        counts = torch.tensor([handle.request.n for handle in handles])
+        expand = torch.repeat_interleave(torch.arange(len(handles)), counts).to(self.device)
+        if len(expand) != len(handles):
+            cache = DynamicCache(
+                [
+                    (layer.keys.index_select(0, expand), layer.values.index_select(0, expand))
+                    for layer in cache.layers
+                ]
+            )
+            attention = attention.index_select(0, expand)
+        rows = [self._new_sequence(handle, i) for handle in handles for i in range(handle.request.n)]
         if self.observer is not None:
-            self.observer.observe_first_token(time.perf_counter() - handle.submitted)
-        history = TokenHistory.from_prompts([request.prompt_ids] * request.n, self.vocab_size, self.device)
-        tokens, logprobs = self._sample(logits.float().expand(request.n, -1), new_rows, history)
-        self._merge(new_rows, cache, len(request.prompt_ids), history)
-        self._advance(len(self._rows) - request.n, tokens, logprobs)
+            for handle in handles:
+                self.observer.observe_first_token(time.perf_counter() - handle.submitted)
+        row_prompts = [seq.handle.request.prompt_ids for seq in rows]
+        history = TokenHistory.from_prompts(row_prompts, self.vocab_size, self.device)
+        tokens, logprobs = self._sample(out.logits[:, -1, :].float().index_select(0, expand), rows, history)
+        positions = torch.tensor([len(p) for p in row_prompts], dtype=torch.long, device=self.device)
+        self._merge(rows, cache, attention, positions, history)
+        self._advance(len(self._rows) - len(rows), tokens, logprobs)
         self._drop_finished()
 
     def _new_sequence(self, handle: RequestHandle, index: int) -> _Sequence:
@@ -427,10 +459,16 @@ class Engine:
                 self.observer.observe_finished(len(handle.request.prompt_ids), handle.completion_tokens)
 
     # ------------------------------------------------------------------ batch bookkeeping
-    def _merge(self, rows: list[_Sequence], cache: DynamicCache, length: int, history: TokenHistory) -> None:
+    def _merge(
+        self,
+        rows: list[_Sequence],
+        cache: DynamicCache,
+        new_attention: torch.Tensor,
+        new_positions: torch.Tensor,
+        history: TokenHistory,
+    ) -> None:
         """Append prefilled rows to the batch, left-padding whichever KV cache is shorter."""
-        new_attention = torch.ones(len(rows), length, dtype=torch.long, device=self.device)
-        new_positions = torch.full((len(rows),), length, dtype=torch.long, device=self.device)
+        length = new_attention.shape[1]
         new_last = torch.zeros(len(rows), dtype=torch.long, device=self.device)
         if self._cache is None or not self._rows:
             self._cache, self._attention = cache, new_attention

@@ -1,0 +1,50 @@
+"""The decode loop: batching (prefill groups, joining a running batch) never changes a greedy output."""
+
+from __future__ import annotations
+
+import threading
+
+from constrained.engine import ChoiceDelta, Engine, GenerationRequest, RequestFinished
+from constrained.sampling import SamplingParams
+
+
+def run(engine: Engine, prompts: list[list[int]], max_tokens: int = 10) -> dict[int, str]:
+    texts = {i: "" for i in range(len(prompts))}
+    done = threading.Event()
+    left = [len(prompts)]
+
+    def emitter(i: int):
+        def emit(event):
+            if isinstance(event, ChoiceDelta):
+                texts[i] += event.text
+            elif isinstance(event, RequestFinished):
+                left[0] -= 1
+                if left[0] == 0:
+                    done.set()
+
+        return emit
+
+    params = SamplingParams(temperature=0, logit_bias={2: -100})
+    for i, prompt in enumerate(prompts):
+        engine.submit(GenerationRequest(prompt, max_tokens, params), emitter(i))
+    assert done.wait(120)
+    return texts
+
+
+def test_batched_greedy_equals_alone(adversary):
+    tok = adversary.tokenizer
+    prompts = [
+        tok.encode(text) for text in ("Hi", "a much longer prompt than the first one, with more", "2+2?")
+    ]
+    engine = Engine(adversary.model, tok)
+    try:
+        alone = {}
+        for i, prompt in enumerate(prompts):
+            alone[i] = run(engine, [prompt])[0]
+        together = run(engine, prompts)
+        staggered = run(engine, prompts[::-1], max_tokens=10)
+    finally:
+        engine.shutdown()
+    assert together == alone
+    assert [staggered[2], staggered[1], staggered[0]] == [alone[0], alone[1], alone[2]]
+    assert len(set(alone.values())) == 3
