@@ -16,6 +16,8 @@ from .regex import MAX_CP, CPSet, alt, cps_complement, cps_json, cps_norm, cps_s
 ANY_CHAR = cps_json([(0, MAX_CP)]) or ""
 _DIGIT: CPSet = [(0x30, 0x39)]
 _WORD: CPSet = [(0x30, 0x39), (0x41, 0x5A), (0x5F, 0x5F), (0x61, 0x7A)]
+# `\s`: ECMA-262's white space that Python's `re` (which `jsonschema` validates `pattern` with) agrees on;
+# U+FEFF (ECMA only) is left out so every generated string satisfies both dialects.
 _SPACE: CPSet = cps_norm(
     [
         (9, 13),
@@ -27,9 +29,9 @@ _SPACE: CPSet = cps_norm(
         (0x202F, 0x202F),
         (0x205F, 0x205F),
         (0x3000, 0x3000),
-        (0xFEFF, 0xFEFF),
     ]
 )
+_PYTHON_ONLY_SPACE: CPSet = [(0x1C, 0x1F), (0x85, 0x85)]  # `\s` in Python, not in ECMA-262
 _ASCII: CPSet = [(0, 0x7F)]
 _DOT: CPSet = cps_complement([(0x0A, 0x0A), (0x0D, 0x0D), (0x2028, 0x2029)])
 
@@ -198,7 +200,8 @@ class _PatternParser:
             return simple[c]
         if c in "DWS":
             # complement restricted to ASCII: Unicode-aware engines disagree outside it
-            return cps_subtract(_ASCII, simple[c.lower()])
+            excluded = cps_norm(_SPACE + _PYTHON_ONLY_SPACE) if c == "S" else simple[c.lower()]
+            return cps_subtract(_ASCII, excluded)
         table = {"t": 9, "n": 10, "v": 11, "f": 12, "r": 13}
         if c in table:
             return [(table[c], table[c])]
@@ -307,7 +310,8 @@ _MONTH_DAY = alt(
     ]
 )
 _LEAP = "[0-9]{2}(?:0[48]|[2468][048]|[13579][26])"
-DATE = alt(["[0-9]{4}-" + _MONTH_DAY, _LEAP + "-02-29"])
+_YEAR = "(?:[1-9][0-9]{3}|0[1-9][0-9]{2}|00[1-9][0-9]|000[1-9])"  # 0001-9999 (`jsonschema` refuses 0000)
+DATE = alt([_YEAR + "-" + _MONTH_DAY, _LEAP + "-02-29"])
 TIME = "(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\\.[0-9]{1,6})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
 _LABEL = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _SHORT_LABEL = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,20}[A-Za-z0-9])?"

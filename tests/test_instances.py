@@ -90,18 +90,7 @@ def _check(schema, n: int = 40, seed: int = 0) -> tuple[list, list]:
 
 # Compiler soundness bug found by this generator: `uniqueItems` over a finite item domain is dropped
 # (the regex accepts `[1,1]`); see grammars/json_schema.py `_unique`.
-KNOWN_COMPILER_BUGS = {"unique_enum": "compiler drops uniqueItems: [1,1] is accepted"}
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(n, marks=pytest.mark.xfail(reason=KNOWN_COMPILER_BUGS[n], strict=False))
-        if n in KNOWN_COMPILER_BUGS
-        else n
-        for n in sorted(SCHEMAS)
-    ],
-)
+@pytest.mark.parametrize("name", sorted(SCHEMAS))
 def test_valid_and_invalid(name):
     valid, invalid = _check(SCHEMAS[name])
     if name != "boolean_true":
