@@ -4,7 +4,7 @@
                          [--max-tokens M] [--soak SECONDS]
 
 Without `--url` it starts `python -m server` on a free port (the embedded model) and reports the server's peak
-resident memory (VmHWM). The request mix: json_schema, json_object, streaming and plain requests, with 10%
+resident memory (VmHWM). The request mix: json_schema, json_object, tools, streaming and plain requests, with 10%
 malformed ones that must get a 4xx while the rest succeed. Per concurrency level it prints requests ok /
 failed, completion tokens/s, TTFT and latency p50/p99 and the server's peak RSS; the last line is
 `c16: ok=… failed=… tok_s_ratio_vs_c1=…`. `--soak S` then runs the highest level for S seconds, printing RSS
@@ -37,6 +37,20 @@ SCHEMA = {
     "required": ["city", "population", "capital"],
     "additionalProperties": False,
 }
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather of a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 30}, "unit": {"enum": ["C", "F"]}},
+            "required": ["city", "unit"],
+            "additionalProperties": False,
+        },
+        "strict": True,
+    },
+}
 PROMPTS = ["Name a city and its population.", "Describe Paris in JSON.", "Tell me about Tokyo.", "Hello!"]
 
 
@@ -63,7 +77,7 @@ def build_request(number: int, model: str, max_tokens: int) -> tuple[dict, bool]
         "temperature": 0.7,
         "seed": number,
     }
-    kind = number % 5
+    kind = number % 6
     if kind == 0:
         body["response_format"] = {"type": "json_schema", "json_schema": {"name": "city", "schema": SCHEMA}}
     elif kind == 1:
@@ -75,6 +89,9 @@ def build_request(number: int, model: str, max_tokens: int) -> tuple[dict, bool]
     elif kind == 3:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
+    elif kind == 4:
+        body["tools"] = [WEATHER_TOOL]
+        body["tool_choice"] = "required" if number % 12 == 4 else "auto"
     if number % 10 == 7:  # 10% malformed
         body[rng.choice(["temperature", "top_p", "n"])] = 999
         return body, True
