@@ -4,8 +4,8 @@
                          [--max-tokens M] [--soak SECONDS]
 
 Without `--url` it starts `python -m server` on a free port (the embedded model) and reports the server's peak
-resident memory (VmHWM). The request mix: json_schema, json_object, tools, streaming and plain requests, with 10%
-malformed ones that must get a 4xx while the rest succeed. Per concurrency level it prints requests ok /
+resident memory (VmHWM). The request mix: json_schema, json_object, tools, streaming and plain requests, with
+10% malformed ones that must get a 4xx while the rest succeed. Per concurrency level it prints requests ok /
 failed, completion tokens/s, TTFT and latency p50/p99 and the server's peak RSS; the last line is
 `c16: ok=… failed=… tok_s_ratio_vs_c1=…`. `--soak S` then runs the highest level for S seconds, printing RSS
 every 10 s, to show memory stays flat.
