@@ -153,7 +153,10 @@ class Engine:
     # ------------------------------------------------------------------ public
     def submit(self, request: GenerationRequest, emit: Callable[[Event], None]) -> RequestHandle:
         handle = RequestHandle(request, emit)
-        self._queue.put(handle)
+        if self._stopping:
+            self._fail(handle, "the server is shutting down")
+        else:
+            self._queue.put(handle)
         return handle
 
     @property

@@ -48,3 +48,26 @@ def test_batched_greedy_equals_alone(adversary):
     assert together == alone
     assert [staggered[2], staggered[1], staggered[0]] == [alone[0], alone[1], alone[2]]
     assert len(set(alone.values())) == 3
+
+
+def test_shutdown_finishes_in_flight_and_refuses_new(adversary):
+    from constrained.engine import ChoiceFinished, RequestFailed
+
+    engine = Engine(adversary.model, adversary.tokenizer)
+    events: list = []
+    started = threading.Event()
+
+    def emit(event):
+        events.append(event)
+        started.set()
+
+    engine.submit(
+        GenerationRequest(adversary.tokenizer.encode("hi"), 40, SamplingParams(temperature=0)), emit
+    )
+    assert started.wait(60)
+    engine.shutdown(timeout=60)
+    assert any(isinstance(e, ChoiceFinished) for e in events)  # the request in flight ran to its end
+    assert isinstance(events[-1], RequestFinished)
+    late: list = []
+    engine.submit(GenerationRequest([1, 2, 3], 5), late.append)
+    assert len(late) == 1 and isinstance(late[0], RequestFailed)
