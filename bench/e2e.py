@@ -15,9 +15,7 @@ import sys
 from pathlib import Path
 
 _ROOT = Path(__file__).resolve().parent.parent
-# `python bench/e2e.py` puts bench/ first on sys.path, where bench/tokenizers.py would shadow the `tokenizers`
-# library: import from the project root instead.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _ROOT / "bench"]
+# `python bench/NAME.py` runs with bench/ on sys.path: put the project root first for `bench.*` imports.
 sys.path.insert(0, str(_ROOT))
 
 import argparse  # noqa: E402

@@ -133,7 +133,7 @@ class Adapter:
     name = "?"
 
     def __init__(self, tokenizer_name: str) -> None:
-        from bench.tokenizers import load_tokenizer
+        from bench.vocabularies import load_tokenizer
 
         self.tokenizer, self.info = load_tokenizer(tokenizer_name)
         self.vocab_size = self.info.vocab_size

@@ -17,8 +17,7 @@ import sys
 from pathlib import Path
 
 _ROOT = Path(__file__).resolve().parent.parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _ROOT / "bench"]
-sys.path.insert(0, str(_ROOT))
+sys.path.insert(0, str(_ROOT))  # `python bench/instances.py`: the project root first, for project imports
 
 import argparse  # noqa: E402
 import json  # noqa: E402

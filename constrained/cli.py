@@ -144,14 +144,12 @@ def _read_schema(path: str):
 
 
 def _check_schema(schema) -> None:
-    import jsonschema
+    from grammars import InvalidSchemaError, check_schema
 
     try:
-        validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-        validator.check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        pointer = "/" + "/".join(str(p) for p in exc.absolute_path)
-        raise CLIError(f"invalid JSON schema at '{pointer}': {exc.message}") from None
+        check_schema(schema)
+    except InvalidSchemaError as exc:
+        raise CLIError(str(exc)) from None
 
 
 def _compile(args: argparse.Namespace) -> None:
@@ -277,8 +275,6 @@ def _bench(args: argparse.Namespace) -> None:
     if args.name not in scripts:
         available = ", ".join(scripts) if scripts else "none: bench/ is only in the source checkout"
         raise CLIError(f"unknown benchmark {args.name!r} (available: {available})")
-    # As a module from the checkout root: `python bench/NAME.py` would let bench/tokenizers.py shadow the
-    # `tokenizers` library.
     command = [sys.executable, "-m", f"bench.{args.name}", *args.args]
     sys.exit(subprocess.call(command, cwd=BENCH_DIR.parent))
 

@@ -1,10 +1,19 @@
 """JSON Schema -> regex compilation for constrained generation.
 
 Public API: :func:`compile_json_schema`, :class:`JsonSchemaOptions`, :class:`CompiledSchema`,
-:class:`ExplainEntry`, :class:`SchemaError`. See ``SUPPORTED.md`` for the keyword coverage.
+:class:`ExplainEntry`, :class:`SchemaError`, :func:`check_schema` / :class:`InvalidSchemaError` (meta-schema
+validation, before compiling). See ``SUPPORTED.md`` for the keyword coverage.
 """
 
-from .errors import SchemaError
-from .json_schema import CompiledSchema, ExplainEntry, JsonSchemaOptions, compile_json_schema
+from .errors import InvalidSchemaError, SchemaError
+from .json_schema import CompiledSchema, ExplainEntry, JsonSchemaOptions, check_schema, compile_json_schema
 
-__all__ = ["CompiledSchema", "ExplainEntry", "JsonSchemaOptions", "SchemaError", "compile_json_schema"]
+__all__ = [
+    "CompiledSchema",
+    "ExplainEntry",
+    "InvalidSchemaError",
+    "JsonSchemaOptions",
+    "SchemaError",
+    "check_schema",
+    "compile_json_schema",
+]

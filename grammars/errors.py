@@ -17,5 +17,14 @@ class SchemaError(ValueError):
         super().__init__(f"{message} (keyword '{keyword}' at '{pointer or '/'}')")
 
 
+class InvalidSchemaError(ValueError):
+    """A document that is not a valid JSON schema for its dialect (the meta-schema rejects it)."""
+
+    def __init__(self, message: str, pointer: str) -> None:
+        self.message = message
+        self.pointer = pointer
+        super().__init__(f"invalid JSON schema at '{pointer or '/'}': {message}")
+
+
 class Unsatisfiable(Exception):
     """Internal: a subschema admits no instance (or none within the recursion limit)."""

@@ -37,7 +37,7 @@ import jsonschema
 import referencing
 import referencing.jsonschema
 
-from .errors import SchemaError, Unsatisfiable
+from .errors import InvalidSchemaError, SchemaError, Unsatisfiable
 from .numbers import Bound, integer_regex, number_regex
 from .refs import ROOT_URI, Node, Registry, dialect_of, escape_token
 from .regex import MAX_CP, alt, concat_atom, cps_json, group, lit, opt, repeat, star, string_literal
@@ -1200,6 +1200,16 @@ def _simple_repeat(pattern: str, ptr: str) -> tuple[str, int, int | None] | None
         return atom[0], 1, None
     a, comma, b = q[1:-1].partition(",")
     return atom[0], int(a), (int(b) if b else None) if comma else int(a)
+
+
+def check_schema(schema: Any) -> None:
+    """Raise `InvalidSchemaError` (message, JSON pointer) unless `schema` is valid under its dialect's
+    meta-schema (`$schema`, default 2020-12)."""
+    validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    try:
+        validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise InvalidSchemaError(exc.message, "/" + "/".join(str(p) for p in exc.absolute_path)) from None
 
 
 def compile_json_schema(

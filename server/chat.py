@@ -15,7 +15,6 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
-import jsonschema
 from transformers import PreTrainedTokenizerBase
 
 from constrained.engine import (
@@ -32,7 +31,7 @@ from constrained.engine import (
 from constrained.grammar import Grammar, GrammarCompiler, GrammarError
 from constrained.sampling import SamplingParams
 from constrained.tokenizer_info import TokenizerInfo
-from grammars import SchemaError
+from grammars import InvalidSchemaError, SchemaError, check_schema
 from grammars.regex import lit
 from server.errors import APIError
 from server.protocol import (
@@ -184,16 +183,9 @@ class ChatService:
 
     async def _schema_grammar(self, schema: dict | bool, param: str) -> Grammar:
         try:
-            jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator).check_schema(
-                schema
-            )
-        except jsonschema.SchemaError as exc:
-            pointer = "/" + "/".join(str(p) for p in exc.absolute_path)
-            raise APIError(
-                f"invalid JSON schema at '{pointer}': {exc.message}",
-                param=param,
-                code="invalid_schema",
-            ) from None
+            check_schema(schema)
+        except InvalidSchemaError as exc:
+            raise APIError(str(exc), param=param, code="invalid_schema") from None
         return await self.compile(lambda: self.compiler.compile_json_schema(schema), param)
 
     async def compile(self, build, param: str) -> Grammar:

@@ -59,10 +59,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-import jsonschema
-
 from constrained.grammar import JSON_OBJECT_OPTIONS, Grammar, GrammarCompiler
-from grammars import JsonSchemaOptions, SchemaError, compile_json_schema
+from grammars import InvalidSchemaError, JsonSchemaOptions, SchemaError, check_schema, compile_json_schema
 from grammars.regex import lit
 from server.errors import APIError
 from server.protocol import ChatCompletionRequest, FunctionCall, Message, NamedToolChoice, Tool, ToolCall
@@ -171,13 +169,10 @@ def arguments_regex(tool: Tool, index: int) -> str:
     param = f"tools[{index}].function.parameters"
     schema = parameters_schema(tool, index)
     try:
-        jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator).check_schema(
-            schema
-        )
-    except jsonschema.SchemaError as exc:
-        pointer = "/" + "/".join(str(p) for p in exc.absolute_path)
+        check_schema(schema)
+    except InvalidSchemaError as exc:
         raise APIError(
-            f"invalid JSON schema for function '{tool.function.name}' at '{pointer}': {exc.message}",
+            f"invalid JSON schema for function '{tool.function.name}' at '{exc.pointer}': {exc.message}",
             param=param,
             code="invalid_schema",
         ) from None

@@ -8,7 +8,7 @@ Names:
   `<|im_start|>`, `<|im_end|>`) and cached as `~/.cache/constrained/tokenizers/qwen/tokenizer.json`.
 - anything else: a path to a Hugging Face tokenizer folder.
 
-Run as a script to check a tokenizer: `python -m bench.tokenizers qwen`.
+Run as a script to check a tokenizer: `python -m bench.vocabularies qwen`.
 """
 
 from __future__ import annotations
