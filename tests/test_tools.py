@@ -496,7 +496,7 @@ def tool_schemas(wanted: int = 55) -> tuple[list[dict], int]:
     path = CORPORA / "maskbench" / "BFCL.jsonl"
     if not path.is_file():
         return BUILT_IN, 0
-    lines = path.read_text().splitlines()
+    lines = path.read_text(encoding="utf-8").split("\n")
     stride = max(1, len(lines) // (wanted + 20))
     compiled, rejected = [], 0
     for line in lines[::stride]:
