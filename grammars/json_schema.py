@@ -128,7 +128,7 @@ _HANDLED = {
 class JsonSchemaOptions:
     whitespace: str = "[ ]?"
     max_recursion_depth: int = 3
-    max_regex_length: int = 200_000
+    max_regex_length: int = 2_000_000  # the lazy index parses long regexes on demand
     remotes: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
 
