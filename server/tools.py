@@ -177,7 +177,7 @@ def arguments_regex(tool: Tool, index: int) -> str:
             code="invalid_schema",
         ) from None
     try:
-        return _schema_regex(json.dumps(schema, sort_keys=True), False)
+        return _schema_regex(json.dumps(schema), False)
     except SchemaError as exc:
         if tool.function.strict:
             raise APIError(

@@ -537,3 +537,29 @@ def test_corpus_calls_validate(client):
         finished += choice.finish_reason == "tool_calls"
     print(f"{len(schemas)} tool schemas compiled ({rejected} rejected); {finished} calls finished, all valid")
     assert finished >= len(schemas) // 5
+
+
+def test_arguments_follow_the_schema_property_order(adversary_service):
+    from server.protocol import ChatCompletionRequest
+    from server.tools import build_tool_grammar, plan_tools
+
+    schema = {
+        "type": "object",
+        "properties": {"zeta": {"type": "integer"}, "alpha": {"type": "boolean"}},
+        "required": ["zeta", "alpha"],
+        "additionalProperties": False,
+    }
+    request = ChatCompletionRequest.model_validate(
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": "x"}],
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": schema}}],
+            "tool_choice": "required",
+        }
+    )
+    grammar = build_tool_grammar(adversary_service.compiler, plan_tools(request), None)
+    tokenizer = adversary_service.tokenizer
+    ordered = '<tool_call>\n{"name": "f", "arguments": {"zeta": 1, "alpha": true}}\n</tool_call>'
+    swapped = '<tool_call>\n{"name": "f", "arguments": {"alpha": true, "zeta": 1}}\n</tool_call>'
+    assert grammar.matcher().accept_tokens(tokenizer.encode(ordered, add_special_tokens=False))
+    assert not grammar.matcher().accept_tokens(tokenizer.encode(swapped, add_special_tokens=False))
