@@ -61,7 +61,8 @@ class Grammar:
 
     def __post_init__(self) -> None:
         self.initial_state: int = self.index.get_initial_state()
-        self._eos = np.fromiter(sorted(self.info.eos_token_ids), dtype=np.int64)
+        self.eos_ids = np.fromiter(sorted(self.info.eos_token_ids), dtype=np.int64)
+        self.eos_mask = pack_token_ids(self.eos_ids, self.info.vocab_size)  # packed once, reused per step
 
     def matcher(self) -> Matcher:
         return Matcher(self)
@@ -89,13 +90,13 @@ class Grammar:
             mask = self.index.allowed_mask(state)  # EOS excluded; cached (read-only) by the index itself
             if not self.is_final(state):
                 return mask
-            mask = mask | pack_token_ids(self._eos, self.info.vocab_size)
+            mask = mask | self.eos_mask
             self._masks[state] = mask
         if mask is None:
             allowed = np.asarray(self.index.get_allowed_tokens(state) or [], dtype=np.int64)
-            allowed = allowed[~np.isin(allowed, self._eos)]
+            allowed = allowed[~np.isin(allowed, self.eos_ids)]
             if self.is_final(state):
-                allowed = np.concatenate([allowed, self._eos])
+                allowed = np.concatenate([allowed, self.eos_ids])
             mask = pack_token_ids(allowed, self.info.vocab_size)
             self._masks[state] = mask
         return mask
@@ -149,9 +150,7 @@ class Matcher:
 
     def fill_bitmask(self, bitmask: torch.Tensor, row: int) -> None:
         """Write this sequence's allowed tokens into `bitmask[row]` (only EOS once terminated)."""
-        mask = self.grammar.state_mask(self.state)
-        if self._terminated:
-            mask = pack_token_ids(self.grammar._eos, self.grammar.info.vocab_size)
+        mask = self.grammar.eos_mask if self._terminated else self.grammar.state_mask(self.state)
         _write_row(bitmask, row, mask)
 
     def fits_budget(self, token_id: int, budget: int) -> bool:
@@ -167,7 +166,7 @@ class Matcher:
         grammar = self.grammar
         allowed = grammar.closing.closing_tokens(self.state, budget)
         if grammar.is_final(self.state):
-            allowed = np.concatenate([allowed, grammar._eos])
+            allowed = np.concatenate([allowed, grammar.eos_ids])
         _write_row(bitmask, row, pack_token_ids(allowed, grammar.info.vocab_size))
 
     def is_terminated(self) -> bool:

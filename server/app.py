@@ -72,14 +72,14 @@ def create_app(service: ChatService, limits: Limits | None = None, api_key: str 
         request = await _parse(raw, limits)
         check_request(request, limits)
         check_queue(service.engine.queue_depth, limits)
-        generation = await service.prepare(request)
+        prepared = await service.prepare(request)
         if request.stream:
             return StreamingResponse(
-                service.stream(request, generation),
+                service.stream(prepared),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
-        return await service.complete(request, generation, raw.is_disconnected)
+        return await service.complete(prepared, raw.is_disconnected)
 
     return app
 

@@ -1,8 +1,9 @@
 """Chat completions: OpenAI request -> engine request -> OpenAI response (whole or streamed).
 
-Contract: `ChatService.prepare()` turns a validated `ChatCompletionRequest` into a `GenerationRequest` or
-raises `APIError` (400/404) naming the parameter; `complete()` returns a `ChatCompletion`; `stream()` yields
-the SSE lines of OpenAI's streaming protocol, ending with `data: [DONE]`. A client that goes away cancels
+Contract: `ChatService.prepare()` turns a validated `ChatCompletionRequest` into a `PreparedChat` (the engine
+request and the tool plan, validated once) or raises `APIError` (400/404) naming the parameter; `complete()`
+returns a `ChatCompletion`; `stream()` yields the SSE lines of OpenAI's streaming protocol, ending with
+`data: [DONE]`. A client that goes away cancels
 its request in the engine. Function calling (prompt, grammar, parsing the calls) is in `server.tools`.
 """
 
@@ -52,6 +53,15 @@ from server.tools import CallParser, ToolPlan, build_tool_grammar, plan_tools, r
 SCHEMA_PARAM = "response_format.json_schema.schema"
 
 
+@dataclass(frozen=True)
+class PreparedChat:
+    """A validated request, its engine request, and its tool plan (None without tools)."""
+
+    request: ChatCompletionRequest
+    generation: GenerationRequest
+    tools: ToolPlan | None
+
+
 @dataclass
 class ChatService:
     engine: Engine
@@ -68,7 +78,7 @@ class ChatService:
         return self.compiler.info
 
     # ------------------------------------------------------------------ request -> engine
-    async def prepare(self, request: ChatCompletionRequest) -> GenerationRequest:
+    async def prepare(self, request: ChatCompletionRequest) -> PreparedChat:
         if request.model != self.model_id:
             raise APIError(
                 f"The model '{request.model}' does not exist; this server serves '{self.model_id}'.",
@@ -92,7 +102,7 @@ class ChatService:
                 param="max_tokens",
                 code="max_tokens_too_small",
             )
-        return GenerationRequest(
+        generation = GenerationRequest(
             prompt_ids=prompt_ids,
             max_tokens=max_tokens,
             params=self._sampling_params(request),
@@ -102,6 +112,7 @@ class ChatService:
             logprobs=request.logprobs,
             top_logprobs=request.top_logprobs or 0,
         )
+        return PreparedChat(request, generation, plan)
 
     def _render_prompt(self, request: ChatCompletionRequest) -> list[int]:
         text = render_prompt(self.tokenizer, request)
@@ -240,11 +251,9 @@ class ChatService:
         return asyncio.get_running_loop().time() + self.request_timeout_s
 
     async def complete(
-        self,
-        request: ChatCompletionRequest,
-        generation: GenerationRequest,
-        disconnected: Callable[[], Awaitable[bool]] | None = None,
+        self, prepared: PreparedChat, disconnected: Callable[[], Awaitable[bool]] | None = None
     ) -> ChatCompletion:
+        request, generation, plan = prepared.request, prepared.generation, prepared.tools
         handle, events = self.submit(generation)
         deadline = self.deadline()
         texts = [""] * generation.n
@@ -265,7 +274,6 @@ class ChatService:
                     break
         finally:
             handle.cancel()
-        plan = plan_tools(request)
         choices = []
         for i in range(generation.n):
             message, reason = _message(texts[i], reasons[i], plan)
@@ -286,9 +294,8 @@ class ChatService:
             usage=usage,
         )
 
-    async def stream(
-        self, request: ChatCompletionRequest, generation: GenerationRequest
-    ) -> AsyncIterator[str]:
+    async def stream(self, prepared: PreparedChat) -> AsyncIterator[str]:
+        request, generation, plan = prepared.request, prepared.generation, prepared.tools
         handle, events = self.submit(generation)
         deadline = self.deadline()
         completion_id, created = _completion_id(), int(time.time())
@@ -310,7 +317,6 @@ class ChatService:
                 raw["delta"] = choice.delta.model_dump(exclude_none=True)
             return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
-        plan = plan_tools(request)
         parsers = [CallParser(plan.text_allowed) for _ in range(generation.n)] if _calls(plan) else None
         try:
             for i in range(generation.n):
