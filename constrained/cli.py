@@ -64,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
         ("max_body_bytes", "largest request body"),
         ("max_messages", "most messages per request"),
         ("max_schema_bytes", "largest schema (serialized)"),
+        ("max_json_depth", "deepest nesting of arrays/objects in a request body"),
         ("max_queue", "requests waiting before 429"),
         ("max_automaton_states", "automaton states per grammar"),
         ("compile_timeout_s", "compile time budget, seconds"),
@@ -87,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     comp = commands.add_parser(
         "compile",
         help="compile a JSON schema and report what is enforced",
-        description="Compile a JSON schema for a tokenizer: prints regex length, automaton size and compile "
+        description="Compile a JSON schema for a tokenizer: prints grammar size, automaton size and compile "
         "time; with --explain, the keywords enforced at each JSON pointer. An unsupported keyword is an "
         "error naming the keyword and its pointer (exit 2).",
     )
@@ -96,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
         "--tokenizer", default="smollm2", help="'smollm2' (the embedded model's, default) or a folder/.gguf"
     )
     comp.add_argument("--explain", action="store_true", help="list the enforced keywords per JSON pointer")
-    comp.add_argument("--regex", action="store_true", help="print the compiled regular expression")
+    comp.add_argument("--regex", action="store_true", help="print the compiled grammar (root fragment and rules)")
 
     gen = commands.add_parser(
         "generate",
@@ -176,7 +177,10 @@ def _compile(args: argparse.Namespace) -> None:
         f"compiled in {grammar.compile_seconds * 1000:.1f} ms, first mask in {first_mask * 1000:.1f} ms "
         f"({args.tokenizer}, {grammar.info.vocab_size} tokens)"
     )
-    print(f"regex: {len(grammar.source)} characters")
+    source = grammar.source
+    print(
+        f"grammar: {source.size} characters in {len(source.rules)} rules ({len(source.recursive)} recursive)"
+    )
     if states is not None:
         print(f"automaton: {states} states explored so far (built lazily while decoding)")
     print(f"shortest output: {grammar.min_tokens()} tokens")
@@ -186,7 +190,9 @@ def _compile(args: argparse.Namespace) -> None:
         for entry in grammar.explain:
             print(f"  {entry.pointer or '/':<{width}}  {', '.join(entry.enforced)}")
     if args.regex:
-        print(grammar.source)
+        print(source.root)
+        for rule, body in enumerate(source.rules):
+            print(f"(?&{rule}) = {body}")
 
 
 def _scratch(grammar):

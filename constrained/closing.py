@@ -1,8 +1,8 @@
 """Budget-aware closing: keep every constrained output completable before `max_tokens` runs out.
 
-Contract: `ClosingPlan(dfa, info)` works on a grammar's byte DFA (`row(state)` -> 256 next states, -1 dead;
-`is_final(state)`). For a state it knows `completion(state)`, the lexicographically smallest among the
-shortest byte strings that complete the output, and `distance(state)`, the number of tokens of that string
+Contract: `ClosingPlan(dfa, info)` works on a grammar's byte automaton (`completion(state)`: the
+lexicographically smallest among the shortest byte strings that complete the output). For a state it knows
+that completion and `distance(state)`, the number of tokens of that string
 under greedy longest-match tokenization: an upper bound on the tokens needed to finish, which drops by
 exactly one along the greedy tokenization (suffixes of a smallest-shortest completion are smallest-shortest
 completions of the states they lead to). The decode loop keeps `distance(state) <= budget`: a sampled token
@@ -11,8 +11,6 @@ completion that keep the invariant; never empty while the invariant holds). Resu
 """
 
 from __future__ import annotations
-
-from collections import deque
 
 import numpy as np
 
@@ -45,7 +43,7 @@ class ClosingPlan:
         """Smallest of the shortest byte strings leading from `state` to an accepting state."""
         done = self._completions.get(state)
         if done is None:
-            done = self._completions[state] = self._search(state)
+            done = self._completions[state] = self._dfa.completion(state)
         return done
 
     def distance(self, state: int) -> int:
@@ -77,25 +75,3 @@ class ClosingPlan:
             else:
                 raise ValueError(f"byte {text[at]:#x} has no token: cannot close the output")
         return ids
-
-    def _search(self, state: int) -> bytes:
-        """Breadth-first search, bytes in increasing order: the first accepting state found is reached by the
-        smallest of the shortest paths."""
-        dfa = self._dfa
-        parents: dict[int, tuple[int, int]] = {state: (DEAD, 0)}
-        queue = deque([state])
-        while queue:
-            current = queue.popleft()
-            if dfa.is_final(current):
-                path = bytearray()
-                while current != state:
-                    current, byte = parents[current]
-                    path.append(byte)
-                return bytes(reversed(path))
-            row = dfa.row(current)
-            for byte in range(256):
-                nxt = row[byte]
-                if nxt != DEAD and nxt not in parents:
-                    parents[nxt] = (current, byte)
-                    queue.append(nxt)
-        raise ValueError("no accepting state is reachable: the constraint cannot be completed")

@@ -30,9 +30,7 @@ from constrained.closing import ClosingPlan
 from constrained.token_index import LazyTokenIndex, TokenVocabulary
 from constrained.tokenizer_info import TokenizerInfo
 from grammars import CompiledSchema, JsonSchemaOptions, compile_json_schema
-
-# `json_object` output: any JSON object; containers nest up to 4 levels deep (e.g. {"a":[{"b":[1]}]}).
-JSON_OBJECT_OPTIONS = JsonSchemaOptions(max_recursion_depth=3)
+from grammars.ir import RuleGrammar
 
 
 class GrammarError(ValueError):
@@ -54,7 +52,7 @@ class Grammar:
 
     index: Index | LazyTokenIndex
     info: TokenizerInfo
-    source: str
+    source: RuleGrammar
     compile_seconds: float
     explain: tuple = ()
     _masks: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
@@ -215,15 +213,20 @@ class GrammarCompiler:
     ) -> Grammar:
         """Compile a JSON schema; raises `grammars.SchemaError` naming the unsupported keyword."""
         options = options or JsonSchemaOptions()
-        key = ("json_schema", json.dumps(schema, sort_keys=True), repr(options))
+        # Key order is kept: `properties` order is the output order, so reordered schemas are different.
+        key = ("json_schema", json.dumps(schema), repr(options))
         return self._cached(key, lambda: compile_json_schema(schema, options))
 
     def compile_json_object(self) -> Grammar:
-        """Any JSON object (`response_format: json_object`), nesting bounded by `JSON_OBJECT_OPTIONS`."""
-        return self.compile_json_schema({"type": "object"}, JSON_OBJECT_OPTIONS)
+        """Any JSON object (`response_format: json_object`), nested to the stack limit."""
+        return self.compile_json_schema({"type": "object"})
 
     def compile_regex(self, regex: str) -> Grammar:
-        return self._cached(("regex", regex), lambda: CompiledSchema(regex=regex, explain=()))
+        return self.compile_grammar(RuleGrammar.of_regex(regex))
+
+    def compile_grammar(self, grammar: RuleGrammar) -> Grammar:
+        """A rule grammar built by the caller (tool calls, composed constraints)."""
+        return self._cached(("grammar", grammar), lambda: CompiledSchema(grammar, explain=()))
 
     def _cached(self, key: tuple, build) -> Grammar:
         with self._lock:
@@ -236,12 +239,12 @@ class GrammarCompiler:
         compiled = build()
         try:
             if self.backend == "outlines":
-                index = Index(compiled.regex, self._vocabulary)
+                index = Index(compiled.grammar.to_regex(), self._vocabulary)
             else:
-                index = LazyTokenIndex(compiled.regex, self._token_vocabulary, max_states=self.max_states)
+                index = LazyTokenIndex(compiled.grammar, self._token_vocabulary, max_states=self.max_states)
         except Exception as exc:  # outlines-core raises ValueError/RuntimeError on bad or huge regexes
             raise GrammarError(f"cannot build a token automaton: {exc}") from exc
-        grammar = Grammar(index, self.info, compiled.regex, time.perf_counter() - start, compiled.explain)
+        grammar = Grammar(index, self.info, compiled.grammar, time.perf_counter() - start, compiled.explain)
         if self.on_compiled is not None:
             self.on_compiled(grammar.compile_seconds)
         with self._lock:

@@ -178,7 +178,6 @@ class _Walker:
     def __init__(self, dfa: LazyDFA) -> None:
         self.dfa = dfa
         self._groups: dict[int, tuple[list[int], list[bytes], list[float]]] = {}
-        self._best: dict[int, list[int]] = {}  # state -> next states one step closer to accepting
         self._dist: dict[int, int] = {}
 
     def groups(self, state: int) -> tuple[list[int], list[bytes], list[float]]:
@@ -196,53 +195,21 @@ class _Walker:
             got = self._groups[state] = (nexts, data, weights)
         return got
 
-    def _closing(self, state: int) -> None:
-        """BFS by levels from `state` to the first level holding an accepting state; every state on a
-        shortest path gets its exact distance and its optimal successors."""
-        dfa = self.dfa
-        level = {state: 0}
-        layers = [[state]]
-        succ: dict[int, list[int]] = {}
-        while True:
-            finals = [s for s in layers[-1] if dfa.is_final(s)]
-            if finals:
-                break
-            nxt_layer = []
-            for s in layers[-1]:
-                nexts = self.groups(s)[0]
-                succ[s] = nexts
-                for t in nexts:
-                    if t not in level:
-                        level[t] = len(layers)
-                        nxt_layer.append(t)
-            if not nxt_layer:
-                raise GenerationError("no accepting state is reachable")
-            layers.append(nxt_layer)
-        depth = len(layers) - 1
-        good = set(finals)
-        for s in finals:
-            self._dist[s] = 0
-        for d in range(depth - 1, -1, -1):
-            new_good = set()
-            for s in layers[d]:
-                best = [t for t in succ[s] if t in good]
-                if best:
-                    new_good.add(s)
-                    self._best[s] = best
-                    self._dist[s] = depth - d
-            good = new_good
+    def distance(self, state: int) -> int:
+        """Bytes of the shortest completion of `state` (from the grammar; cached)."""
+        dist = self._dist.get(state)
+        if dist is None:
+            dist = self._dist[state] = len(self.dfa.completion(state))
+        return dist
 
     def close(self, state: int, rng: random.Random, out: bytearray) -> int:
         """Append a random shortest completion of `state`; returns the accepting state reached."""
-        while True:
-            if self._dist.get(state) is None:
-                self._closing(state)
-            if self._dist[state] == 0:
-                return state
+        while (dist := self.distance(state)) > 0:
             nexts, data, _ = self.groups(state)
-            choice = rng.choice(self._best[state])
-            out.append(rng.choice(data[nexts.index(choice)]))
-            state = choice
+            k = rng.choice([i for i, nxt in enumerate(nexts) if self.distance(nxt) == dist - 1])
+            out.append(rng.choice(data[k]))
+            state = nexts[k]
+        return state
 
     def walk(self, rng: random.Random, target: int, loop_bias: float) -> bytes:
         state = self.dfa.initial
@@ -287,7 +254,7 @@ class InstanceGenerator:
     ) -> None:
         self.schema = schema
         self.compiled = compile_json_schema(schema, options or JsonSchemaOptions())
-        self.dfa = LazyDFA(self.compiled.regex, max_states=max_states)
+        self.dfa = LazyDFA(self.compiled.grammar, max_states=max_states)
         self.validator = make_validator(schema)
         self._walker = _Walker(self.dfa)
         self.rejected_draws = 0  # duplicate keys / non-finite numbers drawn again
@@ -331,9 +298,7 @@ class InstanceGenerator:
     def shortest(self) -> int:
         """Bytes of the shortest instance."""
         walker = self._walker
-        if self.dfa.initial not in walker._dist:
-            walker._closing(self.dfa.initial)
-        return walker._dist[self.dfa.initial]
+        return walker.distance(self.dfa.initial)
 
     def valid(self, n: int, *, seed: int = 0) -> list[Instance]:
         rng = random.Random(seed)

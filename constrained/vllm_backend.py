@@ -96,11 +96,11 @@ class ConstraintSpec:
         if self.kind == "json_schema":
             compile_json_schema(json.loads(self.source))
         elif self.kind == "tools":
-            from server.tools import arguments_regex
+            from server.tools import arguments_grammar
 
             plan = self.tool_plan()
             for i in plan.allowed:
-                arguments_regex(plan.tools[i], i)
+                arguments_grammar(plan.tools[i], i)
 
     def tool_plan(self):
         from server.protocol import NamedToolChoice, Tool
@@ -139,7 +139,7 @@ def spec_from_extra_args(extra_args: Mapping[str, Any] | None) -> ConstraintSpec
     if key == XARG_SCHEMA:
         if not isinstance(parsed, dict | bool):
             raise ValueError(f"{key} must be a JSON Schema (an object or a boolean)")
-        return ConstraintSpec("json_schema", json.dumps(parsed, sort_keys=True))
+        return ConstraintSpec("json_schema", json.dumps(parsed))  # key order kept: it is the output order
     if not isinstance(parsed, list) or not parsed:
         raise ValueError(f"{key} must be a non-empty list of tools")
     choice = str(extra_args.get(XARG_TOOL_CHOICE) or "auto")

@@ -2,11 +2,12 @@
 
 Public API: :func:`compile_json_schema`, :class:`JsonSchemaOptions`, :class:`CompiledSchema`,
 :class:`ExplainEntry`, :class:`SchemaError`, :func:`check_schema` / :class:`InvalidSchemaError` (meta-schema
-validation, before compiling). See ``SUPPORTED.md`` for the keyword coverage.
+validation with jsonschema-rs, before compiling). See ``SUPPORTED.md`` for the keyword coverage.
 """
 
 from .errors import InvalidSchemaError, SchemaError
-from .json_schema import CompiledSchema, ExplainEntry, JsonSchemaOptions, check_schema, compile_json_schema
+from .json_schema import CompiledSchema, ExplainEntry, JsonSchemaOptions, compile_json_schema
+from .metaschema import check_schema
 
 __all__ = [
     "CompiledSchema",

@@ -1,20 +1,22 @@
-"""JSON Schema -> regex compiler (the walker).
+"""JSON Schema -> rule grammar compiler (the walker).
 
-Contract: :func:`compile_json_schema` returns a :class:`CompiledSchema` whose ``regex`` (valid in Python
-``re`` and Rust ``regex-automata`` alike, implicitly anchored) matches only JSON texts of instances valid
-under the schema, or raises :class:`SchemaError` naming the first keyword it cannot enforce exactly.
+Contract: :func:`compile_json_schema` returns a :class:`CompiledSchema` whose ``grammar`` (a
+:class:`grammars.ir.RuleGrammar`: regex fragments over rules, implicitly anchored) matches only JSON texts of
+instances valid under the schema, or raises :class:`SchemaError` naming the first keyword it cannot enforce
+exactly.
 
 How: each schema node is *flattened* (``$ref``, ``allOf``, ``anyOf``, ``oneOf`` resolved) into a
 disjunction of :class:`Flat` conjunctions of local keywords; each Flat is compiled per instance type.
 ``enum``/``const`` values are filtered with the ``jsonschema`` validator against every schema node that
-applies, so they are exact whatever else the schema says.
+applies, so they are exact whatever else the schema says. The walk is memoized per set of schema nodes
+(a ``$ref`` counts as its target): a sub-schema used twice becomes one rule, called by id, and a sub-schema
+reached again while it is being compiled becomes a recursive call (no unrolling).
 
 Documented restrictions (the generated language is a subset of the valid instances):
 - object properties appear in ``properties`` order, declared ones first, then additional ones;
 - whitespace only where ``options.whitespace`` allows (after ``{ [ , :`` and before ``} ]``);
-- recursive ``$ref`` unrolled ``options.max_recursion_depth`` times, deeper branches are not generated;
-- unconstrained values (``true``, ``{}``, members of ``{"type": "object"}``...) nest at most
-  ``max(1, options.max_recursion_depth - 1)`` container levels (regex size grows 4x per level);
+- recursion (recursive ``$ref``, unconstrained values ``true``/``{}``) nests to any depth up to
+  ``options.stack_limit`` open recursive calls (the automaton's stack);
 - numbers: see :mod:`grammars.numbers`; strings: see :mod:`grammars.strings`;
 - ``oneOf`` is compiled only when its branches are provably disjoint (then it equals ``anyOf``).
 Unknown keywords are annotations and are ignored, as the specification says; so are unknown ``format``
@@ -37,7 +39,8 @@ import jsonschema
 import referencing
 import referencing.jsonschema
 
-from .errors import InvalidSchemaError, SchemaError, Unsatisfiable
+from .errors import SchemaError, Unsatisfiable
+from .ir import DEFAULT_STACK_LIMIT, NOTHING, RuleGrammar, call
 from .numbers import Bound, integer_regex, number_regex
 from .refs import ROOT_URI, Node, Registry, dialect_of, escape_token
 from .regex import MAX_CP, alt, concat_atom, cps_json, group, lit, opt, repeat, star, string_literal
@@ -54,6 +57,8 @@ from .strings import (
 ALL_TYPES = frozenset({"null", "boolean", "integer", "number", "string", "array", "object"})
 COMPILE_SECONDS = 2.0
 MAX_ALTERNATIVES = 64
+INLINE_LIMIT = 256  # a compiled sub-schema longer than this becomes a rule (called by id, never copied)
+MAX_MIN_ITEMS = 4096  # an output needing more items than this cannot fit any token budget
 
 _ANNOTATIONS = {
     "title",
@@ -127,8 +132,9 @@ _HANDLED = {
 @dataclass(frozen=True)
 class JsonSchemaOptions:
     whitespace: str = "[ ]?"
-    max_recursion_depth: int = 3
-    max_regex_length: int = 2_000_000  # the lazy index parses long regexes on demand
+    stack_limit: int = DEFAULT_STACK_LIMIT  # open recursive calls at any point of an output
+    max_grammar_size: int = 2_000_000  # characters of all rule fragments together
+    compile_seconds: float = COMPILE_SECONDS
     remotes: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
 
@@ -140,8 +146,13 @@ class ExplainEntry:
 
 @dataclass(frozen=True)
 class CompiledSchema:
-    regex: str
+    grammar: RuleGrammar
     explain: tuple[ExplainEntry, ...]
+
+    @property
+    def regex(self) -> str:
+        """The plain-regex export (``ValueError`` when the schema is recursive)."""
+        return self.grammar.to_regex()
 
 
 @dataclass
@@ -149,7 +160,6 @@ class Flat:
     """Conjunction of local keywords of one or more schema nodes."""
 
     sources: list[Node]
-    refs: tuple[str, ...] = ()
     types: frozenset[str] = ALL_TYPES
     enum: list[Any] | None = None
     lower: Bound | None = None
@@ -241,38 +251,66 @@ class _Compiler:
         self.registry = Registry(schema, options.remotes, self.draft)
         self.root = schema
         self.explain: dict[str, set[str]] = {}
-        self.deadline = time.monotonic() + COMPILE_SECONDS
-        self._any_cache: dict[int, str] = {}
+        self.deadline = time.monotonic() + options.compile_seconds
+        self.rules: list[str] = []
+        self.recursive: set[int] = set()
+        self.size = 0  # characters of the rules written so far
+        self._memo: dict[tuple, str | None] = {}  # node-set key -> fragment (None: unsatisfiable)
+        self._open: dict[tuple, int | None] = {}  # keys being compiled -> rule id once called recursively
+        self._any_rule: int | None = None
         self._validator_registry: referencing.Registry | None = None
 
     # ------------------------------------------------------------ helpers
 
     def budget(self, rx: str, pointer: str) -> str:
-        if len(rx) > self.options.max_regex_length:
+        if self.size + len(rx) > self.options.max_grammar_size:
             raise SchemaError(
-                f"regex exceeds max_regex_length ({self.options.max_regex_length})", "$", pointer
+                f"grammar exceeds max_grammar_size ({self.options.max_grammar_size} characters)", "$", pointer
             )
-        if time.monotonic() > self.deadline:
-            raise SchemaError(f"compilation exceeds {COMPILE_SECONDS} s", "$", pointer)
+        self.check_deadline(pointer)
         return rx
+
+    def check_deadline(self, pointer: str) -> None:
+        if time.monotonic() > self.deadline:
+            raise SchemaError(f"compilation exceeds {self.options.compile_seconds} s", "$", pointer)
+
+    def add_rule(self, body: str, rule: int | None = None) -> int:
+        """Store ``body`` as a rule (a fresh id unless ``rule`` was reserved); returns the id."""
+        if rule is None:
+            rule = len(self.rules)
+            self.rules.append(body)
+        else:
+            self.rules[rule] = body
+        self.size += len(body)
+        return rule
+
+    def reserve_rule(self) -> int:
+        self.rules.append("")
+        return len(self.rules) - 1
 
     def note(self, pointer: str, keyword: str) -> None:
         self.explain.setdefault(pointer, set()).add(keyword)
 
-    def any_value(self, depth: int | None = None) -> str:
-        depth = max(1, self.options.max_recursion_depth - 1) if depth is None else depth
-        if depth not in self._any_cache:
-            scalars = ["null", "true", "false", number_regex(None, None) or "", f'"{LOOSE_CONTENT}"']
-            if depth > 0:
-                inner = self.any_value(depth - 1)
-                ws = self.ws
-                scalars.append(
-                    f"\\[{ws}" + opt(f"{concat_atom(inner)}(?:,{ws}{concat_atom(inner)})*") + f"{ws}\\]"
-                )
-                kv = f'"{LOOSE_CONTENT}":{ws}{concat_atom(inner)}'
-                scalars.append(f"\\{{{ws}" + opt(f"{kv}(?:,{ws}{kv})*") + f"{ws}\\}}")
-            self._any_cache[depth] = alt(scalars)
-        return self._any_cache[depth]
+    def any_value(self) -> str:
+        """Call of the (recursive) rule of any JSON value."""
+        if self._any_rule is None:
+            rule = self._any_rule = self.reserve_rule()
+            self.recursive.add(rule)
+            inner, ws = call(rule), self.ws
+            kv = f'"{LOOSE_CONTENT}":{ws}{inner}'
+            body = alt(
+                [
+                    "null",
+                    "true",
+                    "false",
+                    number_regex(None, None) or "",
+                    f'"{LOOSE_CONTENT}"',
+                    f"\\[{ws}" + opt(f"{inner}(?:,{ws}{inner})*") + f"{ws}\\]",
+                    f"\\{{{ws}" + opt(f"{kv}(?:,{ws}{kv})*") + f"{ws}\\}}",
+                ]
+            )
+            self.add_rule(body, rule)
+        return call(self._any_rule)
 
     def literal(self, value: Any) -> str:
         """Regex of the serializations of one JSON value (compact, whitespace where allowed)."""
@@ -337,11 +375,12 @@ class _Compiler:
 
     # ------------------------------------------------------------ flattening
 
-    def flatten(self, node: Node, refs: tuple[str, ...]) -> list[Flat]:
-        """Disjunction of Flats equivalent to ``node`` (within the recursion limit)."""
+    def flatten(self, node: Node, refs: tuple[str, ...] = ()) -> list[Flat]:
+        """Disjunction of Flats equivalent to ``node``. ``refs`` are the ``$ref`` targets being flattened: one
+        reached again without descending into a value is a cycle that adds nothing (least fixpoint)."""
         s = node.schema
         if s is True or s == {}:
-            return [Flat([node], refs)]
+            return [Flat([node])]
         if s is False:
             return []
         if not isinstance(s, dict):
@@ -353,14 +392,14 @@ class _Compiler:
             self.note(ptr, "$ref")
             target = self.registry.resolve(s["$ref"], base, ptr)
             key = f"{target.base}#{target.pointer}"
-            if refs.count(key) >= self.options.max_recursion_depth:
+            if key in refs:
                 raise Unsatisfiable
             sub = self.flatten(target, (*refs, key))
             if self.draft <= 7:
                 return sub
-            result = self._merge_all([self.local(node, refs)], sub, ptr, "$ref")
+            result = self._merge_all([self.local(node)], sub, ptr, "$ref")
         else:
-            result = [self.local(node, refs)]
+            result = [self.local(node)]
         for kw in ("$dynamicRef", "$recursiveRef"):
             if kw in s:
                 raise SchemaError(f"{kw} is not supported", kw, ptr)
@@ -440,7 +479,7 @@ class _Compiler:
                     nodes = self._prop_nodes(m, name)
                     if nodes is None:
                         return True
-                    flats = self._merge_nodes(nodes, m.refs)
+                    flats = self._merge_nodes(nodes)
                     if not flats:
                         return True
                     if all(
@@ -452,16 +491,16 @@ class _Compiler:
             return False
         return False
 
-    def _merge_nodes(self, nodes: list[Node], refs: tuple[str, ...]) -> list[Flat]:
-        result = [Flat([], refs)]
+    def _merge_nodes(self, nodes: list[Node]) -> list[Flat]:
+        result = [Flat([])]
         for n in nodes:
-            result = self._merge_all(result, self.flatten(n, refs), n.pointer, "allOf")
+            result = self._merge_all(result, self.flatten(n), n.pointer, "allOf")
         return result
 
-    def local(self, node: Node, refs: tuple[str, ...]) -> Flat:
+    def local(self, node: Node) -> Flat:
         """The local (non-combinator) keywords of ``node``."""
         s, ptr, base = node.schema, node.pointer, node.base
-        f = Flat([node], refs)
+        f = Flat([node])
         for kw in s:
             if kw not in _HANDLED and kw not in _ANNOTATIONS:
                 continue
@@ -593,9 +632,9 @@ class _Compiler:
         """Conjunction of two Flats; Unsatisfiable when provably empty, SchemaError when not representable."""
         if not b.sources:
             a, b = b, a
-        if not a.sources and a.refs == b.refs:
+        if not a.sources:
             return b
-        f = Flat(a.sources + b.sources, a.refs if len(a.refs) >= len(b.refs) else b.refs)
+        f = Flat(a.sources + b.sources)
         f.types = a.types & b.types
         if not f.types:
             raise Unsatisfiable
@@ -678,11 +717,56 @@ class _Compiler:
 
     # ------------------------------------------------------------ compiling
 
-    def compile_nodes(self, nodes: list[Node], refs: tuple[str, ...]) -> str:
-        """Regex of the values valid under every node; Unsatisfiable when none."""
-        flats = [Flat([], refs)]
+    def compile_nodes(self, nodes: list[Node]) -> str:
+        """Fragment of the values valid under every node; Unsatisfiable when none.
+
+        Memoized per node set: a result used again, or long, becomes a rule called by id; a node set reached
+        again while it is being compiled becomes a recursive call of its rule."""
+        key = tuple(self._key(n) for n in nodes)
+        if key in self._memo:
+            done = self._memo[key]
+            if done is None:
+                raise Unsatisfiable
+            return done
+        if key in self._open:
+            rule = self._open[key]
+            if rule is None:
+                rule = self._open[key] = self.reserve_rule()
+                self.recursive.add(rule)
+            return call(rule)
+        self.check_deadline(nodes[0].pointer if nodes else "")
+        self._open[key] = None
+        try:
+            body = self._compile_nodes(nodes)
+        except Unsatisfiable:
+            rule = self._open.pop(key)
+            if rule is not None:
+                self.add_rule(NOTHING, rule)
+            self._memo[key] = None
+            raise
+        rule = self._open.pop(key)
+        if rule is not None or len(body) > INLINE_LIMIT:
+            body = call(self.add_rule(self.budget(body, nodes[0].pointer if nodes else ""), rule))
+        self._memo[key] = body
+        return body
+
+    def _key(self, node: Node) -> tuple:
+        """Memo key of a node: a pure ``$ref`` counts as its target."""
+        for _ in range(64):
+            s = node.schema
+            if not (isinstance(s, dict) and "$ref" in s):
+                break
+            if self.draft > 7 and any(k not in _ANNOTATIONS and k != "$ref" for k in s):
+                break
+            node = self.registry.resolve(s["$ref"], self.registry.base_of(node), node.pointer)
+        return (node.base, node.pointer, id(node.schema))
+
+    def _compile_nodes(self, nodes: list[Node]) -> str:
+        if all(n.schema is True or n.schema == {} for n in nodes):
+            return self.any_value()
+        flats = [Flat([])]
         for n in nodes:
-            flats = self._merge_all(flats, self.flatten(n, refs), n.pointer, "allOf")
+            flats = self._merge_all(flats, self.flatten(n), n.pointer, "allOf")
         parts = []
         for f in flats:
             try:
@@ -868,7 +952,7 @@ class _Compiler:
             if mx is not None and i >= mx:
                 break
             try:
-                elems.append(self.compile_nodes(nodes, f.refs) if nodes else self.any_value())
+                elems.append(self.compile_nodes(nodes) if nodes else self.any_value())
             except Unsatisfiable:
                 mx = i
                 break
@@ -879,7 +963,7 @@ class _Compiler:
             rest = self.any_value()
         else:
             try:
-                rest = self.compile_nodes(f.items, f.refs)
+                rest = self.compile_nodes(f.items)
             except Unsatisfiable:
                 rest = None
         if rest is None:
@@ -910,8 +994,8 @@ class _Compiler:
             s = sep + concat_atom(elems[i]) + seg(i + 1)
             return s if i < mn else opt(s)
 
-        if rest is not None and mx is not None and len(rest) * (mx - k) > self.options.max_regex_length:
-            raise SchemaError("maxItems too large for this item schema", "maxItems", ptr)
+        if mn > MAX_MIN_ITEMS:
+            raise SchemaError(f"minItems above the limit ({MAX_MIN_ITEMS})", "minItems", ptr)
         return self.budget(f"\\[{ws}" + seg(0) + f"{ws}\\]", ptr)
 
     def _contains(self, f: Flat, elems: list[str], rest: str | None, mn: int, mx: int | None) -> str:
@@ -929,14 +1013,14 @@ class _Compiler:
             raise SchemaError(
                 "contains is only supported alone on an unconstrained array", "contains", node.pointer
             )
-        c = self.compile_nodes([node], f.refs)
+        c = self.compile_nodes([node])
         ws = self.ws
         a = concat_atom(self.any_value())
         return self.budget(f"\\[{ws}(?:{a},{ws})*{concat_atom(c)}(?:,{ws}{a})*{ws}\\]", node.pointer)
 
     def _unique(self, f: Flat, elems: list[str], mn: int, mx: int | None) -> str:
         ptr = f.unique or ""
-        values = self._finite(f.items or [], f.refs) if not f.prefix and f.items else None
+        values = self._finite(f.items or []) if not f.prefix and f.items else None
         if values is None or mn > 1 or (mx is not None and mx < len(values)):
             raise SchemaError("uniqueItems needs a small finite item domain", "uniqueItems", ptr)
         lits = [self.literal(v) for v in values]
@@ -944,9 +1028,9 @@ class _Compiler:
             f"\\[{self.ws}" + self._layout([(x, False) for x in lits], None, mn > 0) + f"{self.ws}\\]", ptr
         )
 
-    def _finite(self, nodes: list[Node], refs: tuple[str, ...]) -> list[Any] | None:
+    def _finite(self, nodes: list[Node]) -> list[Any] | None:
         values: dict[str, Any] = {}
-        for flat in self._merge_nodes(nodes, refs):
+        for flat in self._merge_nodes(nodes):
             if flat.enum is not None:
                 found = [v for v in flat.enum if self.valid(v, flat.sources)]
             elif self._types(flat) <= {"null", "boolean"} and not flat.nots:
@@ -1004,7 +1088,7 @@ class _Compiler:
             try:
                 if nodes is None:
                     raise Unsatisfiable
-                value = self.compile_nodes(nodes, f.refs) if nodes else self.any_value()
+                value = self.compile_nodes(nodes) if nodes else self.any_value()
             except Unsatisfiable:
                 if required:
                     raise
@@ -1087,7 +1171,7 @@ class _Compiler:
                     "propertyNames with patternProperties", "propertyNames", f.prop_names[0].pointer
                 )
             try:
-                value = self.compile_nodes([pnode], f.refs)
+                value = self.compile_nodes([pnode])
             except Unsatisfiable:
                 return None
             return f'"{key_rx}":{ws}{concat_atom(value)}'
@@ -1100,13 +1184,13 @@ class _Compiler:
         if key_rx is None:
             return None
         try:
-            value = self.compile_nodes(f.additional, f.refs) if f.additional else self.any_value()
+            value = self.compile_nodes(f.additional) if f.additional else self.any_value()
         except Unsatisfiable:
             return None
         return f'"{key_rx}":{ws}{concat_atom(value)}'
 
     def _names(self, f: Flat, declared: set[str]) -> str | None:
-        finite = self._finite(f.prop_names, f.refs)
+        finite = self._finite(f.prop_names)
         if finite is not None:
             names = [v for v in finite if isinstance(v, str) and v not in declared]
             return alt(concat_atom(string_literal(n)[1:-1]) for n in names) if names else None
@@ -1114,7 +1198,7 @@ class _Compiler:
             raise SchemaError(
                 "propertyNames with declared properties", "propertyNames", f.prop_names[0].pointer
             )
-        flats = self._merge_nodes(f.prop_names, f.refs)
+        flats = self._merge_nodes(f.prop_names)
         parts = []
         for flat in flats:
             flat = replace(flat, types=flat.types & {"string"})
@@ -1202,26 +1286,19 @@ def _simple_repeat(pattern: str, ptr: str) -> tuple[str, int, int | None] | None
     return atom[0], int(a), (int(b) if b else None) if comma else int(a)
 
 
-def check_schema(schema: Any) -> None:
-    """Raise `InvalidSchemaError` (message, JSON pointer) unless `schema` is valid under its dialect's
-    meta-schema (`$schema`, default 2020-12)."""
-    validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-    try:
-        validator.check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        raise InvalidSchemaError(exc.message, "/" + "/".join(str(p) for p in exc.absolute_path)) from None
-
-
 def compile_json_schema(
     schema: dict | bool, options: JsonSchemaOptions = JsonSchemaOptions()
 ) -> CompiledSchema:
     """Compile ``schema`` into a regex of its instances' JSON texts (see the module docstring)."""
     compiler = _Compiler(schema, options)
     try:
-        rx = compiler.compile_nodes([Node(schema, "", ROOT_URI)], ())
+        root = compiler.compile_nodes([Node(schema, "", ROOT_URI)])
     except Unsatisfiable:
-        raise SchemaError("the schema admits no instance (within the recursion limit)", "false", "") from None
+        raise SchemaError("the schema admits no instance", "false", "") from None
     except RecursionError:
         raise SchemaError("schema nesting too deep", "$", "") from None
     explain = tuple(ExplainEntry(p, tuple(sorted(k))) for p, k in sorted(compiler.explain.items()))
-    return CompiledSchema(compiler.budget(rx, ""), explain)
+    grammar = RuleGrammar(
+        compiler.budget(root, ""), tuple(compiler.rules), frozenset(compiler.recursive), options.stack_limit
+    )
+    return CompiledSchema(grammar, explain)

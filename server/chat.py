@@ -92,8 +92,8 @@ class ChatService:
         max_tokens = self._max_tokens(request, len(prompt_ids))
         grammar = await self._grammar(request)
         if plan is not None and plan.constrained:
-            text_regex = grammar.source if grammar is not None and plan.mode == "auto" else None
-            grammar = await self.compile(lambda: build_tool_grammar(self.compiler, plan, text_regex), "tools")
+            text = grammar.source if grammar is not None and plan.mode == "auto" else None
+            grammar = await self.compile(lambda: build_tool_grammar(self.compiler, plan, text), "tools")
         shortest = await asyncio.to_thread(grammar.min_tokens) if grammar is not None else 0
         if shortest > max_tokens:
             raise APIError(

@@ -8,7 +8,7 @@ Contract:
   results included: with the chat template when it supports tools (it mentions `tools`: Qwen, Hermes...),
   in the default format below otherwise.
 - `build_tool_grammar(compiler, plan, text_regex)` compiles the grammar of the whole answer; each tool's
-  arguments regex comes from its `parameters` schema (`grammars.compile_json_schema`).
+  arguments grammar comes from its `parameters` schema (`grammars.compile_json_schema`), embedded as rules.
 - `CallParser` splits one choice's output, as it arrives, into content and OpenAI tool-call deltas; the
   same parser builds the non-streamed `message.tool_calls`, so both agree.
 
@@ -59,8 +59,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from constrained.grammar import JSON_OBJECT_OPTIONS, Grammar, GrammarCompiler
-from grammars import InvalidSchemaError, JsonSchemaOptions, SchemaError, check_schema, compile_json_schema
+from constrained.grammar import Grammar, GrammarCompiler
+from grammars import InvalidSchemaError, SchemaError, check_schema, compile_json_schema
+from grammars.ir import GrammarBuilder, RuleGrammar
 from grammars.regex import lit
 from server.errors import APIError
 from server.protocol import ChatCompletionRequest, FunctionCall, Message, NamedToolChoice, Tool, ToolCall
@@ -159,13 +160,12 @@ def parameters_schema(tool: Tool, index: int) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------- grammar
 @lru_cache(maxsize=512)
-def _schema_regex(schema_json: str, loose: bool) -> str:
-    options = JSON_OBJECT_OPTIONS if loose else JsonSchemaOptions()
-    return compile_json_schema(json.loads(schema_json), options).regex
+def _schema_grammar(schema_json: str) -> RuleGrammar:
+    return compile_json_schema(json.loads(schema_json)).grammar
 
 
-def arguments_regex(tool: Tool, index: int) -> str:
-    """Regex of the JSON texts of valid arguments; 400 naming the parameter when it cannot be built."""
+def arguments_grammar(tool: Tool, index: int) -> RuleGrammar:
+    """Grammar of the JSON texts of valid arguments; 400 naming the parameter when it cannot be built."""
     param = f"tools[{index}].function.parameters"
     schema = parameters_schema(tool, index)
     try:
@@ -177,7 +177,7 @@ def arguments_regex(tool: Tool, index: int) -> str:
             code="invalid_schema",
         ) from None
     try:
-        return _schema_regex(json.dumps(schema), False)
+        return _schema_grammar(json.dumps(schema))
     except SchemaError as exc:
         if tool.function.strict:
             raise APIError(
@@ -186,7 +186,7 @@ def arguments_regex(tool: Tool, index: int) -> str:
                 param=param,
                 code="unsupported_schema",
             ) from None
-        return _schema_regex(json.dumps({"type": "object"}), True)  # non-strict: any JSON object
+        return _schema_grammar(json.dumps({"type": "object"}))  # non-strict: any JSON object
 
 
 def call_regex(name: str, args_regex: str) -> str:
@@ -216,10 +216,13 @@ def tool_regex(plan: ToolPlan, args: Mapping[int, str], text_regex: str | None =
     return f"(?:{calls})|(?:{text})"
 
 
-def build_tool_grammar(compiler: GrammarCompiler, plan: ToolPlan, text_regex: str | None = None) -> Grammar:
-    """Compile the answer grammar (blocking; raises APIError per tool, GrammarError for the automaton)."""
-    args = {i: arguments_regex(plan.tools[i], i) for i in plan.allowed}
-    return compiler.compile_regex(tool_regex(plan, args, text_regex))
+def build_tool_grammar(compiler: GrammarCompiler, plan: ToolPlan, text: RuleGrammar | None = None) -> Grammar:
+    """Compile the answer grammar (blocking; raises APIError per tool, GrammarError for the automaton).
+    `text` constrains a text answer under `auto` (`response_format`)."""
+    builder = GrammarBuilder()
+    args = {i: builder.embed(arguments_grammar(plan.tools[i], i)) for i in plan.allowed}
+    text_regex = builder.embed(text) if text is not None else None
+    return compiler.compile_grammar(builder.build(tool_regex(plan, args, text_regex)))
 
 
 # ---------------------------------------------------------------------------------------------- prompt

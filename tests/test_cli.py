@@ -50,7 +50,7 @@ def test_compile_explain(schema_file):
     result = run("compile", str(schema_file), "--tokenizer", "smollm2", "--explain")
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "compiled in" in out and "regex:" in out and "automaton:" in out
+    assert "compiled in" in out and "grammar:" in out and "automaton:" in out
     assert "/properties/age" in out and "maximum, minimum, type" in out
 
 

@@ -23,31 +23,35 @@ SCHEMAS = [
 ]
 
 
-class _Chain:
-    """A byte DFA for the language a(bc|d)e | x: state 0 -a-> 1 -b-> 2 -c-> 3 -e-> 4; 1 -d-> 3; 0 -x-> 4."""
-
-    edges = {0: {ord("a"): 1, ord("x"): 4}, 1: {ord("b"): 2, ord("d"): 3}, 2: {ord("c"): 3}, 3: {ord("e"): 4}}
-
-    def row(self, state):
-        return [self.edges.get(state, {}).get(b, -1) for b in range(256)]
-
-    def is_final(self, state):
-        return state == 4
-
-
 def test_shortest_completion_and_closing_tokens(tokenizer):
+    from constrained.token_index import LazyDFA
     from constrained.tokenizer_info import TokenizerInfo
 
-    plan = ClosingPlan(_Chain(), TokenizerInfo.from_huggingface(tokenizer))
-    assert plan.completion(0) == b"x"  # shortest first, then smallest
-    assert plan.completion(1) == b"de"
-    assert plan.completion(4) == b""
-    assert plan.distance(4) == 0 and plan.distance(0) == 1
-    assert plan.distance(1) == len(tokenizer.encode("de", add_special_tokens=False))
-    ids = plan.closing_tokens(1, budget=plan.distance(1))
+    dfa = LazyDFA("a(?:bc|d)e|x")
+    start = dfa.initial
+    after_a, done = dfa.row(start)[ord("a")], dfa.row(start)[ord("x")]
+    plan = ClosingPlan(dfa, TokenizerInfo.from_huggingface(tokenizer))
+    assert plan.completion(start) == b"x"  # shortest first, then smallest
+    assert plan.completion(after_a) == b"de"
+    assert plan.completion(done) == b""
+    assert plan.distance(done) == 0 and plan.distance(start) == 1
+    assert plan.distance(after_a) == len(tokenizer.encode("de", add_special_tokens=False))
+    ids = plan.closing_tokens(after_a, budget=plan.distance(after_a))
     assert ids.size and all(
         b"de".startswith(bytes(tokenizer.convert_ids_to_tokens(int(i)), "latin-1")) for i in ids
     )
+
+
+def test_completion_of_deep_recursive_state():
+    """Completions come from the grammar: a state 100 levels deep closes without searching the automaton."""
+    from constrained.token_index import LazyDFA
+    from grammars import compile_json_schema
+
+    dfa = LazyDFA(compile_json_schema({}).grammar)
+    state = dfa.initial
+    for byte in b'[{"a":' * 50:
+        state = dfa.row(state)[byte]
+    assert dfa.completion(state) == b"0" + b"}]" * 50
 
 
 @pytest.mark.parametrize("schema", SCHEMAS)

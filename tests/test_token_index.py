@@ -193,7 +193,10 @@ def test_parity_outlines_schema_regex_synthetic(name: str, synthetic: TokenizerI
 @pytest.mark.parametrize("name", sorted(SCHEMAS))
 def test_parity_grammars_schema_regex_synthetic(name: str, synthetic: TokenizerInfo) -> None:
     grammars = pytest.importorskip("grammars")
-    assert_parity(grammars.compile_json_schema(SCHEMAS[name]).regex, synthetic, walks=20)
+    grammar = grammars.compile_json_schema(SCHEMAS[name]).grammar
+    if grammar.recursive:
+        pytest.skip("recursive grammar (untyped values): no regex form for outlines-core")
+    assert_parity(grammar.to_regex(), synthetic, walks=20)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from server.protocol import ChatCompletionRequest, Tool
 from server.tools import (
     TRIGGER,
     CallParser,
-    arguments_regex,
+    arguments_grammar,
     build_tool_grammar,
     not_starting_with,
     parameters_schema,
@@ -503,7 +503,7 @@ def tool_schemas(wanted: int = 55) -> tuple[list[dict], int]:
         schema = json.loads(line)["schema"]
         tool = Tool.model_validate(_tool("f", schema, strict=True))
         try:
-            arguments_regex(tool, 0)
+            arguments_grammar(tool, 0)
         except APIError:
             rejected += 1
             continue

@@ -82,6 +82,34 @@ def test_xargs_for_openai_shapes():
     assert spec.kind == "tools" and spec.tool_choice == "f" and spec.parallel
 
 
+def _two_orders() -> tuple[dict, dict]:
+    """One object schema in two `properties` orders (all required, nothing else allowed)."""
+    props = {"a": {"type": "integer"}, "b": {"type": "integer"}}
+    ab = {"type": "object", "properties": props, "required": ["a", "b"], "additionalProperties": False}
+    ba = {**ab, "properties": {"b": props["b"], "a": props["a"]}}
+    return ab, ba
+
+
+def test_cache_keeps_property_order(tokenizer):
+    """Schemas differing only in property order get their own grammars: each follows its own order."""
+    compiler = GrammarCompiler(TokenizerInfo.from_huggingface(tokenizer))
+    ab, ba = _two_orders()
+    g_ab, g_ba = compiler.compile_json_schema(ab), compiler.compile_json_schema(ba)
+    a_first, b_first = encode(tokenizer, '{"a":2,"b":1}'), encode(tokenizer, '{"b":1,"a":2}')
+    assert g_ab.matcher().accept_tokens(a_first) and not g_ab.matcher().accept_tokens(b_first)
+    assert g_ba.matcher().accept_tokens(b_first) and not g_ba.matcher().accept_tokens(a_first)
+
+
+def test_vllm_spec_keeps_property_order(compiler, tokenizer):
+    """The vLLM adapter passes the schema's key order through to the compiled grammar."""
+    _, ba = _two_orders()
+    spec = spec_from_extra_args({"constrained_schema": json.dumps(ba)})
+    assert list(json.loads(spec.source)["properties"]) == ["b", "a"]
+    grammar = spec.compile(compiler)
+    assert grammar.matcher().accept_tokens(encode(tokenizer, '{"b":1,"a":2}'))
+    assert not grammar.matcher().accept_tokens(encode(tokenizer, '{"a":2,"b":1}'))
+
+
 def test_batch_by_request_id(compiler, tokenizer):
     """Two constrained requests and an unconstrained row, keyed by request id; rows follow the key order."""
     info = compiler.info

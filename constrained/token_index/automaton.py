@@ -1,4 +1,5 @@
-"""A lazily built byte-level DFA for the LANGUAGE of a regex (full-match semantics, as `re.fullmatch`).
+"""A lazily built byte-level automaton for the LANGUAGE of a rule grammar (full-match semantics, as
+`re.fullmatch`): a regex, or regex fragments over rules (`grammars.ir.RuleGrammar`) that call each other.
 
 The regex is parsed into interned terms over BYTES (a Unicode class becomes an alternation of UTF-8 byte
 sequences, so tokens may split a multi-byte character). A DFA state is a tuple of "threads" (continuation
@@ -9,6 +10,12 @@ transitioning after a match. So `[0-9]|[1-9][0-9]` accepts both `4` and `42` —
 
 Rows (256 byte transitions) are computed on first visit only, so nested bounded repeats never blow up:
 `r{n,m}` is a counter term and its derivatives are built on demand.
+
+Rules: a call `(?&N)` is a `K_REF` term, its body parsed on first use. Expanding a call of a recursive rule
+appends a `RET` marker to the continuation, so a thread (a right-nested concatenation) *is* the stack: the
+markers in its spine count the open recursive calls, and a thread deeper than the grammar's `stack_limit`
+is dropped. Threads that cannot reach the end of the output (through an unproductive recursive rule) are
+dropped too, so every live state can still complete.
 """
 
 from __future__ import annotations
@@ -27,8 +34,8 @@ except ImportError:  # pragma: no cover
     import sre_constants as C  # type: ignore[no-redef]
     import sre_parse  # type: ignore[no-redef]
 
-EMPTY, EPS = 0, 1  # term ids of the empty language and the empty string
-K_EMPTY, K_EPS, K_BYTES, K_CAT, K_ALT, K_REP, K_LAZY = range(7)
+EMPTY, EPS, RET = 0, 1, 2  # term ids: the empty language, the empty string, the return marker
+K_EMPTY, K_EPS, K_BYTES, K_CAT, K_ALT, K_REP, K_LAZY, K_REF, K_RET = range(9)
 ALL_BYTES = (1 << 256) - 1
 DEAD = -1
 MAX_CODEPOINT = 0x10FFFF
@@ -36,6 +43,7 @@ SURROGATES = (0xD800, 0xDFFF)
 
 
 from constrained.token_index.errors import RegexUnsupported  # noqa: E402
+from grammars.ir import RuleGrammar  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------- Unicode
 
@@ -177,12 +185,20 @@ def _category(cat) -> tuple[tuple[int, int], ...]:
 
 
 class TermStore:
-    """Hash-consed regex terms over bytes, with cached ordered linear forms."""
+    """Hash-consed terms over bytes, with cached ordered linear forms. `rules` are the grammar's rule
+    fragments (parsed on first call), `recursive` the ids of the rules that call themselves."""
 
-    def __init__(self) -> None:
-        self.kind: list[int] = [K_EMPTY, K_EPS]
-        self.data: list[tuple] = [(), ()]
-        self._nullable: list[bool | None] = [False, True]
+    def __init__(self, rules: tuple[str, ...] = (), recursive: frozenset[int] = frozenset()) -> None:
+        self.kind: list[int] = [K_EMPTY, K_EPS, K_RET]
+        self.data: list[tuple] = [(), (), ()]
+        self.depth: list[int] = [0, 0, 1]  # RET markers in a term's concatenation spine (open calls)
+        self._nullable: list[bool | None] = [False, True, True]
+        self._shortest: dict[int, bytes | None] = {EMPTY: None, EPS: b"", RET: b""}
+        self.rules = rules
+        self.recursive = recursive
+        self._rule_terms: dict[int, int] = {}
+        self._rule_shortest: dict[int, bytes | None] = {}  # recursive rules, solved together
+        self._open: set[int] = set()  # calls whose linear form is being computed (left recursion check)
         self._lazy: dict[int, tuple] = {}  # K_LAZY term -> (parser, start, end) of its unparsed group body
         self._forced: dict[int, int] = {}
         self._intern: dict[tuple, int] = {}
@@ -196,6 +212,7 @@ class TermStore:
             tid = len(self.kind)
             self.kind.append(kind)
             self.data.append(data)
+            self.depth.append((data[0] == RET) + self.depth[data[1]] if kind == K_CAT else 0)
             self._nullable.append(nullable)
             self._intern[key] = tid
         return tid
@@ -258,6 +275,143 @@ class TermStore:
         self._lazy.setdefault(tid, (parser, start, end))
         return tid
 
+    def ref(self, rule: int) -> int:
+        """A call of rule `rule`."""
+        if not 0 <= rule < len(self.rules):
+            raise RegexUnsupported(f"call of an undefined rule {rule}")
+        return self._mk(K_REF, (rule,), None)
+
+    def rule_term(self, rule: int) -> int:
+        """The term of rule `rule`'s fragment (parsed on first use)."""
+        term = self._rule_terms.get(rule)
+        if term is None:
+            term = self._rule_terms[rule] = parse_regex(self.rules[rule], self)
+        return term
+
+    def productive(self, t: int) -> bool:
+        """Whether some finite byte string matches `t` (false only through unproductive recursive rules)."""
+        return self.shortest(t) is not None
+
+    def shortest(self, t: int) -> bytes | None:
+        """The smallest of the shortest byte strings matching `t` (None: none). Cached; for concatenations,
+        smallest-shortest(a b) = smallest-shortest(a) + smallest-shortest(b)."""
+        if t in self._shortest:
+            return self._shortest[t]
+        chain = []  # the concatenation's uncached suffixes, outermost first (iterative: chains are long)
+        u = t
+        while u not in self._shortest and self.kind[u] == K_CAT:
+            chain.append(u)
+            u = self.data[u][1]
+        if u not in self._shortest:
+            self._shortest[u] = self._shortest_item(u)
+        tail = self._shortest[u]
+        for whole in reversed(chain):
+            if tail is not None:
+                head = self._shortest_item(self.data[whole][0])
+                tail = None if head is None else head + tail
+            self._shortest[whole] = tail
+        return tail
+
+    def _shortest_item(self, t: int) -> bytes | None:
+        kind, data = self.kind[t], self.data[t]
+        if kind == K_BYTES:
+            mask = data[0]
+            return bytes([(mask & -mask).bit_length() - 1])
+        if kind == K_ALT:
+            return _best(self.shortest(u) for u in data)
+        if kind == K_REP:
+            one = self.shortest(data[0])
+            return b"" if data[1] == 0 else None if one is None else one * data[1]
+        if kind == K_LAZY:
+            return self.shortest(self.force(t))
+        if kind == K_REF:
+            rule = data[0]
+            if rule not in self.recursive:
+                return self.shortest(self.rule_term(rule))
+            if rule not in self._rule_shortest:
+                self._solve(rule)
+            return self._rule_shortest[rule]
+        return None if kind == K_EMPTY else b""  # K_EPS, K_RET
+
+    def _spine(self, t: int):
+        """The items of a right-nested concatenation (`t` itself when it is not one)."""
+        while self.kind[t] == K_CAT:
+            a, t = self.data[t]
+            yield a
+        yield t
+
+    def _solve(self, start: int) -> None:
+        """Smallest-shortest strings of every rule reachable from `start` and not solved yet: iterate from
+        "no string" until nothing improves (values only improve, so this terminates)."""
+        rules, todo = {start}, [start]
+        while todo:
+            for q in self._calls(self.rule_term(todo.pop())):
+                if q not in rules and q not in self._rule_shortest:
+                    rules.add(q)
+                    todo.append(q)
+        value: dict[int, bytes | None] = dict.fromkeys(rules)
+        changed = True
+        while changed:
+            changed = False
+            memo: dict[int, bytes | None] = {}
+            for r in rules:
+                got = self._evaluate(self.rule_term(r), value, memo)
+                if got is not None and (value[r] is None or _key(got) < _key(value[r])):
+                    value[r] = got
+                    changed = True
+        self._rule_shortest.update(value)
+
+    def _evaluate(self, t: int, value: dict[int, bytes | None], memo: dict) -> bytes | None:
+        """Smallest-shortest string of `t` with the rules being solved taken from `value`."""
+        if t in self._shortest:
+            return self._shortest[t]
+        if t in memo:
+            return memo[t]
+        out = b""
+        for part in self._spine(t):
+            kind, data = self.kind[part], self.data[part]
+            if kind == K_ALT:
+                got = _best(self._evaluate(u, value, memo) for u in data)
+            elif kind == K_REP:
+                one = None if data[1] == 0 else self._evaluate(data[0], value, memo)
+                got = b"" if data[1] == 0 else None if one is None else one * data[1]
+            elif kind == K_LAZY:
+                got = self._evaluate(self.force(part), value, memo)
+            elif kind == K_REF and data[0] in value:
+                got = value[data[0]]
+            else:
+                got = self.shortest(part)
+            if got is None:
+                out = None
+                break
+            out += got
+        memo[t] = out
+        return out
+
+    def _calls(self, t: int) -> set[int]:
+        """Rules called anywhere inside `t`."""
+        out: set[int] = set()
+        seen, todo = {t}, [t]
+        while todo:
+            u = todo.pop()
+            kind, data = self.kind[u], self.data[u]
+            if kind == K_REF:
+                out.add(data[0])
+                continue
+            if kind == K_LAZY:
+                kids: tuple = (self.force(u),)
+            elif kind in (K_CAT, K_ALT):
+                kids = data
+            elif kind == K_REP:
+                kids = (data[0],)
+            else:
+                continue
+            for k in kids:
+                if k not in seen:
+                    seen.add(k)
+                    todo.append(k)
+        return out
+
     def force(self, t: int) -> int:
         res = self._forced.get(t)
         if res is None:
@@ -276,6 +430,11 @@ class TermStore:
                 res = any(self.nullable(u) for u in data)
             elif kind == K_REP:
                 res = data[1] == 0 or self.nullable(data[0])
+            elif kind == K_REF:
+                rule = data[0]
+                res = (
+                    self.shortest(t) == b"" if rule in self.recursive else self.nullable(self.rule_term(rule))
+                )
             else:  # K_LAZY
                 res = self.nullable(self.force(t))
             self._nullable[t] = res
@@ -316,6 +475,10 @@ class TermStore:
             return _dedupe(it for u in self.data[t] for it in self.lf(u))
         if kind == K_LAZY:
             return self.lf(self.force(t))
+        if kind == K_RET:
+            return (None,)
+        if kind == K_REF:
+            return self._call_lf(t)
         r, lo, hi, greedy = self.data[t]
         if lo > 0:
             rest = self.rep(r, lo - 1, None if hi is None else hi - 1, greedy)
@@ -327,6 +490,22 @@ class TermStore:
             body = list(self._lf_then(self.lf(r), rest))
         return _dedupe(body + [None]) if greedy else _dedupe([None, *body])
 
+    def _call_lf(self, t: int) -> tuple:
+        """Linear form of a call: the rule's, with a RET marker after each continuation when recursive."""
+        rule = self.data[t][0]
+        if t in self._open:
+            raise RegexUnsupported(f"rule {rule} is left-recursive (calls itself before consuming input)")
+        self._open.add(t)
+        try:
+            items = self.lf(self.rule_term(rule))
+        finally:
+            self._open.discard(t)
+        if rule not in self.recursive:
+            return items
+        if not self.productive(t):
+            return ()
+        return tuple(None if it is None else (it[0], self.cat(it[1], RET)) for it in items)
+
     def _lf_then(self, items: tuple, b: int) -> tuple:
         out = []
         for it in items:
@@ -335,6 +514,16 @@ class TermStore:
             else:
                 out.append((it[0], self.cat(it[1], b)))
         return _dedupe(out)
+
+
+def _key(text: bytes) -> tuple[int, bytes]:
+    return len(text), text
+
+
+def _best(candidates) -> bytes | None:
+    """The smallest of the shortest candidates (None entries: no string)."""
+    found = [c for c in candidates if c is not None]
+    return min(found, key=_key) if found else None
 
 
 def _dedupe(items) -> tuple:
@@ -430,13 +619,19 @@ def _convert(sub, store: TermStore) -> int:
 class LazyDFA:
     """Byte DFA whose rows are computed on first visit. States are small ints; DEAD (-1) is the dead state.
 
-    `trans[s, b]` is valid only where `known[s]`; `final[s]` is valid for every interned state. Mutations
-    happen under `lock`; readers of known rows need no lock.
+    `grammar` is a regex or a `grammars.ir.RuleGrammar`. `trans[s, b]` is valid only where `known[s]`;
+    `final[s]` is valid for every interned state. Mutations happen under `lock`; readers of known rows need
+    no lock. Every live state can reach an accepting one.
     """
 
-    def __init__(self, regex: str, *, max_states: int = 200_000) -> None:
-        self.store = TermStore()
-        self.root = parse_regex(regex, self.store)
+    def __init__(self, grammar: str | RuleGrammar, *, max_states: int = 200_000) -> None:
+        if isinstance(grammar, str):
+            grammar = RuleGrammar.of_regex(grammar)
+        self.grammar = grammar
+        self.stack_limit = grammar.stack_limit
+        self.store = TermStore(grammar.rules, grammar.recursive)
+        root = parse_regex(grammar.root, self.store)
+        self.root = root if self.store.productive(root) else EMPTY
         self.max_states = max_states
         self.lock = threading.RLock()
         self._ids: dict[tuple[int, ...], int] = {}
@@ -480,6 +675,24 @@ class LazyDFA:
 
     def is_final(self, state: int) -> bool:
         return state >= 0 and bool(self.final[state])
+
+    def completion(self, state: int) -> bytes:
+        """The smallest of the shortest byte strings leading from `state` to an accepting state (computed on
+        the grammar, not by searching the automaton: a recursive grammar's automaton is unbounded)."""
+        with self.lock:
+            found = _best(self.store.shortest(t) for t in self._states[state])
+        if found is None:
+            raise RegexUnsupported("no accepting state is reachable: the constraint cannot be completed")
+        return found
+
+    def accepts(self, text: str | bytes) -> bool:
+        """Whether `text` (UTF-8) is a word of the language (builds the rows it walks through)."""
+        state = self.initial
+        for byte in text.encode() if isinstance(text, str) else text:
+            if state == DEAD:
+                return False
+            state = self.row(state)[byte]
+        return self.is_final(state)
 
     def row(self, state: int) -> list[int]:
         row = self.rows[state]
@@ -539,13 +752,15 @@ class LazyDFA:
             if blocks is None:
                 blocks = _partition(masks)
                 self._partitions[masks] = blocks
+            depth, limit, productive = store.depth, self.stack_limit, store.productive
             for rep, sel in blocks:
                 nxt = []
                 got = set()
                 for m, k in items:
                     if (m >> rep) & 1 and k not in got:
                         got.add(k)
-                        nxt.append(k)
+                        if depth[k] <= limit and productive(k):
+                            nxt.append(k)
                 if nxt:
                     row_arr[sel] = self._state(tuple(nxt))
         row = row_arr.tolist()

@@ -1,4 +1,4 @@
-"""`LazyTokenIndex`: the token-level automaton of a regex's language, computed per state on first visit."""
+"""`LazyTokenIndex`: the token-level automaton of a grammar's language, computed per state on first visit."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import numpy as np
 from constrained.token_index._walk import walk_trie
 from constrained.token_index.automaton import DEAD, LazyDFA
 from constrained.token_index.vocabulary import TokenVocabulary
+from grammars.ir import RuleGrammar
 
 
 class LazyTokenIndex:
-    """Token-level automaton of `regex` over `vocab`, built lazily and shared by every sequence.
+    """Token-level automaton of `grammar` (a regex or a `RuleGrammar`) over `vocab`, built lazily and shared
+    by every sequence.
 
     A token is allowed in state `s` iff feeding its bytes keeps the DFA alive (the bytes are a prefix of some
     word of the language). Where the regex has no prefix-overlapping alternatives this equals outlines-core's
@@ -19,10 +21,11 @@ class LazyTokenIndex:
     Thread-safe: lazy construction is serialised by a lock; cached masks are read without it.
     """
 
-    def __init__(self, regex: str, vocab: TokenVocabulary, *, max_states: int = 200_000) -> None:
-        self.regex = regex
+    def __init__(
+        self, grammar: str | RuleGrammar, vocab: TokenVocabulary, *, max_states: int = 200_000
+    ) -> None:
         self.vocab = vocab
-        self.dfa = LazyDFA(regex, max_states=max_states)
+        self.dfa = LazyDFA(grammar, max_states=max_states)
         self._masks: dict[int, np.ndarray] = {}
 
     def get_initial_state(self) -> int:

@@ -17,7 +17,7 @@ from constrained.token_index.errors import RegexUnsupported
 _TOKEN = re.compile(
     r"""\\x\{[0-9a-fA-F]+\}|\\x[0-9a-fA-F]{2}|\\u\{[0-9a-fA-F]+\}|\\u[0-9a-fA-F]{4}|\\U[0-9a-fA-F]{8}|\\.
     |\[\^?\]?(?:\\x\{[0-9a-fA-F]+\}|\\u\{[0-9a-fA-F]+\}|\\.|[^\]\\])*\]
-    |\(\?:|\(\?P?<[A-Za-z_][A-Za-z0-9_]*>|\(\?|\(|\)|\|
+    |\(\?&[0-9]+\)|\(\?:|\(\?P?<[A-Za-z_][A-Za-z0-9_]*>|\(\?|\(|\)|\|
     |[*+?]\??|\{[0-9]+(?:,[0-9]*)?\}\??
     |.""",
     re.DOTALL | re.VERBOSE,
@@ -122,7 +122,9 @@ def parse_fast(regex: str, store) -> int:
                 continue
             if t == ")":
                 break
-            if c0 == "(":
+            if t.startswith("(?&"):
+                atom = store.ref(int(t[3:-1]))
+            elif c0 == "(":
                 if t == "(?":
                     raise _Unsupported("inline flags, lookarounds and other group kinds are not supported")
                 atom, i = parse_alt(i + 1)
@@ -216,7 +218,7 @@ def _scan(regex: str) -> dict[int, int] | None:
         nxt2 = a[np.minimum(opens + 2, n - 1)]
         nxt3 = a[np.minimum(opens + 3, n - 1)]
         q = nxt == 63
-        ok = ~q | (nxt2 == 58) | (nxt2 == 80) | ((nxt2 == 60) & (nxt3 != 61) & (nxt3 != 33))
+        ok = ~q | (nxt2 == 58) | (nxt2 == 38) | (nxt2 == 80) | ((nxt2 == 60) & (nxt3 != 61) & (nxt3 != 33))
         if not ok.all():
             return None
     depth = np.cumsum(po.astype(np.int64)) - np.cumsum(pc.astype(np.int64))
@@ -267,7 +269,10 @@ class LazyParser:
                 seq = []
                 pos += 1
                 continue
-            if c0 == "(":
+            if t.startswith("(?&"):
+                atom = store.ref(int(t[3:-1]))
+                pos = m.end()
+            elif c0 == "(":
                 if t == "(?":
                     raise RegexUnsupported(
                         "inline flags, lookarounds and other group kinds are not supported"

@@ -1,0 +1,105 @@
+"""The constraint IR: a rule graph whose rule bodies are regex fragments that may call other rules.
+
+Contract: a :class:`RuleGrammar` is ``root`` (a regex fragment) plus ``rules``; ``(?&N)`` inside a fragment
+(PCRE's syntax for calling a subpattern) stands for the language of ``rules[N]``. A rule is written once
+and called by id wherever it is used, so a grammar's size is linear in its schema's size. Rules in
+``recursive`` call themselves (directly or through others): the token automaton expands them through a
+stack (continuations), bounded by ``stack_limit`` open recursive calls at any point of an output.
+
+Fragments use the regex syntax of :mod:`grammars.regex`; ``(?&N)`` never appears in that syntax otherwise
+(a literal ``(`` is always escaped, ``&`` is escaped inside classes). :meth:`RuleGrammar.to_regex` exports
+a plain regex (inlined calls) when the grammar is not recursive: for Python ``re`` checks, outlines-core and
+vLLM's regex interop.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+# An escaped character (skipped) or a rule call.
+_CALL = re.compile(r"\\.|\(\?&([0-9]+)\)", re.DOTALL)
+DEFAULT_STACK_LIMIT = 128
+NOTHING = r"[^\s\S]"  # the empty language
+
+
+def call(rule: int) -> str:
+    """The fragment that calls ``rule``."""
+    return f"(?&{rule})"
+
+
+def calls_in(fragment: str) -> list[int]:
+    """Ids of the rules ``fragment`` calls, in order of appearance."""
+    return [int(m.group(1)) for m in _CALL.finditer(fragment) if m.group(1) is not None]
+
+
+def renumber(fragment: str, offset: int) -> str:
+    """``fragment`` with every call ``(?&N)`` rewritten to ``(?&N+offset)``."""
+    if not offset or "(?&" not in fragment:
+        return fragment
+    return _CALL.sub(lambda m: m.group(0) if m.group(1) is None else call(int(m.group(1)) + offset), fragment)
+
+
+@dataclass(frozen=True)
+class RuleGrammar:
+    """A regex fragment over rules (see the module docstring). Immutable; hashable."""
+
+    root: str
+    rules: tuple[str, ...] = ()
+    recursive: frozenset[int] = frozenset()
+    stack_limit: int = DEFAULT_STACK_LIMIT
+
+    @classmethod
+    def of_regex(cls, regex: str) -> RuleGrammar:
+        """A plain regex as a grammar without rules."""
+        return cls(regex)
+
+    @property
+    def size(self) -> int:
+        """Characters of all fragments: the budgeted size of the grammar."""
+        return len(self.root) + sum(map(len, self.rules))
+
+    def to_regex(self, unroll: int | None = None) -> str:
+        """A plain regex of the same language. A recursive grammar needs ``unroll``: recursive calls nest at
+        most that deep in the export (deeper ones match nothing); without it, ``ValueError``."""
+        if self.recursive and unroll is None:
+            raise ValueError("a recursive grammar has no regex form (give `unroll`)")
+        done: dict[tuple[int, int], str] = {}
+
+        def inline(fragment: str, left: int) -> str:
+            if "(?&" not in fragment:
+                return fragment
+            return _CALL.sub(
+                lambda m: m.group(0) if m.group(1) is None else expand(int(m.group(1)), left), fragment
+            )
+
+        def expand(rule: int, left: int) -> str:
+            if rule in self.recursive:
+                if left == 0:
+                    return NOTHING
+                left -= 1
+            if (rule, left) not in done:
+                done[rule, left] = f"(?:{inline(self.rules[rule], left)})"
+            return done[rule, left]
+
+        return inline(self.root, unroll or 0)
+
+
+@dataclass
+class GrammarBuilder:
+    """Assembles one grammar from fragments and embedded grammars (their rules renumbered)."""
+
+    rules: list[str] = field(default_factory=list)
+    recursive: set[int] = field(default_factory=set)
+    stack_limit: int = DEFAULT_STACK_LIMIT
+
+    def embed(self, grammar: RuleGrammar) -> str:
+        """Append ``grammar``'s rules; returns its root fragment, to use inside this grammar."""
+        offset = len(self.rules)
+        self.rules.extend(renumber(body, offset) for body in grammar.rules)
+        self.recursive.update(r + offset for r in grammar.recursive)
+        self.stack_limit = min(self.stack_limit, grammar.stack_limit)
+        return renumber(grammar.root, offset)
+
+    def build(self, root: str) -> RuleGrammar:
+        return RuleGrammar(root, tuple(self.rules), frozenset(self.recursive), self.stack_limit)
