@@ -56,8 +56,9 @@ from .strings import (
 
 ALL_TYPES = frozenset({"null", "boolean", "integer", "number", "string", "array", "object"})
 COMPILE_SECONDS = 2.0
-MAX_ALTERNATIVES = 64
+MAX_ALTERNATIVES = 1024  # flattened alternatives of one node (cross products of anyOf under allOf)
 INLINE_LIMIT = 256  # a compiled sub-schema longer than this becomes a rule (called by id, never copied)
+SHARED_SUFFIX_LIMIT = 48  # an object layout's suffix used twice becomes a rule above this length
 MAX_MIN_ITEMS = 4096  # an output needing more items than this cannot fit any token budget
 
 _ANNOTATIONS = {
@@ -245,13 +246,13 @@ def _canon(value: Any) -> str:
 
 class _Compiler:
     def __init__(self, schema: Any, options: JsonSchemaOptions) -> None:
+        self.deadline = time.monotonic() + options.compile_seconds
         self.options = options
         self.ws = options.whitespace
         self.draft = dialect_of(schema)
         self.registry = Registry(schema, options.remotes, self.draft)
         self.root = schema
         self.explain: dict[str, set[str]] = {}
-        self.deadline = time.monotonic() + options.compile_seconds
         self.rules: list[str] = []
         self.recursive: set[int] = set()
         self.size = 0  # characters of the rules written so far
@@ -283,6 +284,13 @@ class _Compiler:
             self.rules[rule] = body
         self.size += len(body)
         return rule
+
+    def shared(self, fragment: str, limit: int = INLINE_LIMIT) -> str:
+        """``fragment``, or a call of a rule holding it when longer than ``limit`` (a suffix that several
+        alternatives share is then written once: object layouts stay linear in the number of properties)."""
+        if len(fragment) <= limit:
+            return fragment
+        return call(self.add_rule(self.budget(fragment, "")))
 
     def reserve_rule(self) -> int:
         self.rules.append("")
@@ -372,6 +380,26 @@ class _Compiler:
             except Exception as exc:  # unresolvable in jsonschema's eyes: be conservative
                 raise SchemaError(f"cannot check enum value: {exc}", "enum", node.pointer) from exc
         return True
+
+    def enum_values(self, f: Flat) -> list[Any]:
+        """The values of ``f.enum`` that every source of ``f`` admits. ``enum``, ``const`` and ``type`` are
+        already applied to ``f``, so only sources with other keywords are asked (large enums stay linear)."""
+        ptr = f.sources[0].pointer if f.sources else ""
+        values = [
+            v
+            for v in f.enum or ()
+            if _json_type(v) in f.types or _json_type(v) == "integer" and "number" in f.types
+        ]
+        checked = [n for n in f.sources if _needs_validation(n.schema)]
+        if not checked:
+            return values
+        out = []
+        for i, v in enumerate(values):
+            if i % 256 == 0:
+                self.check_deadline(ptr)
+            if self.valid(v, checked):
+                out.append(v)
+        return out
 
     # ------------------------------------------------------------ flattening
 
@@ -470,7 +498,7 @@ class _Compiler:
             return False
         try:
             if m.enum is not None:
-                return not any(self.valid(v, m.sources) for v in m.enum)
+                return not self.enum_values(m)
             types = self._types(m)
             if not types:
                 return True
@@ -482,10 +510,7 @@ class _Compiler:
                     flats = self._merge_nodes(nodes)
                     if not flats:
                         return True
-                    if all(
-                        f.enum is not None and not any(self.valid(v, f.sources) for v in f.enum)
-                        for f in flats
-                    ):
+                    if all(f.enum is not None and not self.enum_values(f) for f in flats):
                         return True
         except (Unsatisfiable, SchemaError):
             return False
@@ -795,7 +820,7 @@ class _Compiler:
         ptr = f.sources[0].pointer if f.sources else ""
         types = self._types(f)
         if f.enum is not None:
-            values = [v for v in f.enum if self.valid(v, f.sources)]
+            values = self.enum_values(f)
             if not values:
                 raise Unsatisfiable
             return alt(self.literal(v) for v in dict((_canon(v), v) for v in values).values())
@@ -1032,7 +1057,7 @@ class _Compiler:
         values: dict[str, Any] = {}
         for flat in self._merge_nodes(nodes):
             if flat.enum is not None:
-                found = [v for v in flat.enum if self.valid(v, flat.sources)]
+                found = self.enum_values(flat)
             elif self._types(flat) <= {"null", "boolean"} and not flat.nots:
                 found = [v for v in (None, True, False) if _json_type(v) in flat.types]
             else:
@@ -1044,16 +1069,22 @@ class _Compiler:
         """Comma-separated members in order (required flag each), then ``extra`` repeated; no counts."""
         ws = self.ws
         n = len(members)
+        # Members up to the first required one may start the object: their text and the suffix after them
+        # are used twice (as a start and in the chain), so long ones become rules (linear size).
+        k = next((i for i, (_, req) in enumerate(members) if req), n - 1)
+        members = [(self.shared(rx) if 1 <= i <= k else rx, req) for i, (rx, req) in enumerate(members)]
         after: list[str] = [""] * (n + 1)  # members i.. when something was already emitted
-        for i in range(n - 1, -1, -1):
+        for i in range(n - 1, 0, -1):
             rx, req = members[i]
             item = f",{ws}{concat_atom(rx)}"
             after[i] = (item if req else opt(item)) + after[i + 1]
+            if i <= k + 1:
+                after[i] = self.shared(after[i], SHARED_SUFFIX_LIMIT)
         first: str | None = None  # members i.. when nothing was emitted yet (non-empty)
-        for i in range(n - 1, -1, -1):
+        for i in range(k, -1, -1):
             rx, req = members[i]
             here = concat_atom(rx) + after[i + 1]
-            first = here if req else alt([here] + ([first] if first else []))
+            first = here if req else self.shared(alt([here] + ([first] if first else [])))
         any_required = any(req for _, req in members)
         if extra is not None:
             tail = star(f",{ws}{concat_atom(extra)}")
@@ -1209,6 +1240,13 @@ class _Compiler:
             except Unsatisfiable:
                 continue
         return alt(parts) if parts else None
+
+
+def _needs_validation(schema: Any) -> bool:
+    """Whether a schema constrains values by more than ``enum``/``const``/``type``."""
+    if isinstance(schema, dict):
+        return any(k not in _ANNOTATIONS and k not in ("enum", "const", "type") for k in schema)
+    return schema is not True
 
 
 def _min_opt(a: int | None, b: int | None) -> int | None:

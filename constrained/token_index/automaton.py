@@ -227,10 +227,12 @@ class TermStore:
             return b
         if b == EPS:
             return a
-        if self.kind[a] == K_CAT:
-            x, y = self.data[a]
-            return self.cat(x, self.cat(y, b))
-        return self._mk(K_CAT, (a, b), None)
+        if self.kind[a] != K_CAT:
+            return self._mk(K_CAT, (a, b), None)
+        out = b  # right-nest `a`'s items onto `b` (iteratively: concatenations can be thousands long)
+        for item in reversed(list(self._spine(a))):
+            out = self._mk(K_CAT, (item, out), None)
+        return out
 
     def cat_all(self, items: list[int]) -> int:
         out = EPS
@@ -630,8 +632,11 @@ class LazyDFA:
         self.grammar = grammar
         self.stack_limit = grammar.stack_limit
         self.store = TermStore(grammar.rules, grammar.recursive)
-        root = parse_regex(grammar.root, self.store)
-        self.root = root if self.store.productive(root) else EMPTY
+        self.root = parse_regex(grammar.root, self.store)
+        if not self.store.productive(self.root):
+            raise RegexUnsupported(
+                "the grammar admits no output (an empty language, or recursion that never ends)"
+            )
         self.max_states = max_states
         self.lock = threading.RLock()
         self._ids: dict[tuple[int, ...], int] = {}

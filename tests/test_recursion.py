@@ -1,0 +1,127 @@
+"""Constraint core v2: rules shared by id, recursion through the automaton's stack, real compile deadlines."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from constrained.grammar import GrammarCompiler, GrammarError
+from constrained.token_index import LazyDFA
+from grammars import JsonSchemaOptions, SchemaError, compile_json_schema
+from grammars.ir import calls_in
+
+TREE = {
+    "$defs": {
+        "node": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "maxLength": 12},
+                "children": {"type": "array", "items": {"$ref": "#/$defs/node"}, "maxItems": 3},
+            },
+            "required": ["name"],
+            "additionalProperties": False,
+        }
+    },
+    "$ref": "#/$defs/node",
+}
+
+
+def compact(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def chain(depth: int) -> dict:
+    node: dict = {"name": "leaf"}
+    for _ in range(depth - 1):
+        node = {"name": "n", "children": [node]}
+    return node
+
+
+def nested_arrays(depth: int) -> str:
+    return "[" * depth + "1" + "]" * depth
+
+
+def test_recursive_ref_is_one_rule_called_by_id():
+    grammar = compile_json_schema(TREE).grammar
+    (node,) = grammar.recursive
+    assert grammar.root == f"(?&{node})"
+    assert sum(calls_in(body).count(node) for body in grammar.rules) == 2  # `[node(,node){0,2}]`
+
+
+@pytest.mark.parametrize("limit", [4, 64])
+def test_recursion_to_the_stack_limit_and_one_past_it(limit: int):
+    dfa = LazyDFA(compile_json_schema(TREE, JsonSchemaOptions(stack_limit=limit)).grammar)
+    assert dfa.accepts(compact(chain(limit)))
+    assert not dfa.accepts(compact(chain(limit + 1)))
+
+
+def test_default_stack_reaches_the_scale_targets():
+    """`recursive` instances nest 64 deep and `{}` values 32 deep (issue targets), with room to spare."""
+    assert LazyDFA(compile_json_schema(TREE).grammar).accepts(compact(chain(100)))
+    dfa = LazyDFA(compile_json_schema({}).grammar)
+    assert dfa.accepts(nested_arrays(100)) and dfa.accepts(compact({"a": [{"b": [[{"c": None}]]}]}))
+    assert not dfa.accepts(nested_arrays(100)[:-1])
+
+
+def test_json_object_nests_past_the_old_depth(tokenizer):
+    from constrained.tokenizer_info import TokenizerInfo
+
+    grammar = GrammarCompiler(TokenizerInfo.from_huggingface(tokenizer)).compile_json_object()
+    text = compact({"a": [{"b": [{"c": [{"d": [{"e": 1}]}]}]}]})  # 10 containers
+    matcher = grammar.matcher()
+    assert matcher.accept_tokens(tokenizer.encode(text, add_special_tokens=False)) and matcher.can_terminate()
+
+
+def test_shared_definition_is_compiled_once():
+    """A definition used 200 times: the grammar grows by a call per use, not by a copy."""
+    item = {"type": "object", "properties": {f"f{i}": {"type": "string", "maxLength": 9} for i in range(8)}}
+
+    def schema(uses: int) -> dict:
+        props = {f"p{i}": {"$ref": "#/$defs/item"} for i in range(uses)}
+        return {"$defs": {"item": item}, "type": "object", "properties": props, "additionalProperties": False}
+
+    small, large = compile_json_schema(schema(2)).grammar, compile_json_schema(schema(200)).grammar
+    # the definition is written once (a short member may appear twice inside it: as a start and in the chain)
+    assert sum('"f3"' in body for body in (large.root, *large.rules)) <= 2
+    assert large.size - small.size < 198 * 100  # a call and its layout per extra use, not a copy
+    value = {"p7": {"f3": "x"}, "p199": {}}
+    assert LazyDFA(large).accepts(compact(value))
+
+
+def test_unproductive_recursion_is_refused(tokenizer):
+    """A required child of the same type has no finite instance: refused when building the automaton."""
+    from constrained.tokenizer_info import TokenizerInfo
+
+    endless = {
+        "$defs": {"n": {"type": "object", "properties": {"c": {"$ref": "#/$defs/n"}}, "required": ["c"]}},
+        "$ref": "#/$defs/n",
+    }
+    with pytest.raises(GrammarError, match="admits no"):
+        GrammarCompiler(TokenizerInfo.from_huggingface(tokenizer)).compile_json_schema(endless)
+
+
+def test_optional_recursion_branch_kept_when_another_is_finite():
+    schema = {"anyOf": [{"type": "integer"}, {"type": "array", "items": {"$ref": "#"}, "minItems": 1}]}
+    dfa = LazyDFA(compile_json_schema(schema).grammar)
+    assert dfa.accepts("[[1],[[2,3]]]") and dfa.accepts("4") and not dfa.accepts("[]")
+    assert dfa.completion(dfa.initial) == b"0"
+
+
+def test_large_enum_compiles_well_within_the_deadline():
+    values = [f"v{i:05d}" for i in range(20_000)]
+    start = time.monotonic()
+    dfa = LazyDFA(compile_json_schema({"enum": values}).grammar)
+    assert time.monotonic() - start < 2.0
+    assert dfa.accepts('"v12345"') and not dfa.accepts('"v20000"')
+
+
+def test_compile_deadline_is_kept():
+    """A schema too large for the deadline fails close to it, not after the whole walk."""
+    props = {f"p{i}": {"type": "string", "pattern": f"^[a-z]{{{i % 7 + 1}}}x$"} for i in range(5_000)}
+    options = JsonSchemaOptions(compile_seconds=0.2)
+    start = time.monotonic()
+    with pytest.raises(SchemaError, match="compilation exceeds"):
+        compile_json_schema({"type": "object", "properties": props}, options)
+    assert time.monotonic() - start < 0.2 * 1.5
