@@ -28,6 +28,11 @@ def call(rule: int) -> str:
     return f"(?&{rule})"
 
 
+def is_call(fragment: str) -> bool:
+    """Whether ``fragment`` is exactly one rule call."""
+    return fragment.startswith("(?&") and fragment.endswith(")") and fragment[3:-1].isdigit()
+
+
 def calls_in(fragment: str) -> list[int]:
     """Ids of the rules ``fragment`` calls, in order of appearance."""
     return [int(m.group(1)) for m in _CALL.finditer(fragment) if m.group(1) is not None]

@@ -40,7 +40,7 @@ import referencing
 import referencing.jsonschema
 
 from .errors import SchemaError, Unsatisfiable
-from .ir import DEFAULT_STACK_LIMIT, NOTHING, RuleGrammar, call
+from .ir import DEFAULT_STACK_LIMIT, NOTHING, RuleGrammar, call, is_call
 from .numbers import Bound, integer_regex, number_regex
 from .refs import ROOT_URI, Node, Registry, dialect_of, escape_token
 from .regex import MAX_CP, alt, concat_atom, cps_json, group, lit, opt, repeat, star, string_literal
@@ -291,6 +291,29 @@ class _Compiler:
         if len(fragment) <= limit:
             return fragment
         return call(self.add_rule(self.budget(fragment, "")))
+
+    def excluding(self, words: list[str]) -> str:
+        """String content (any length) whose decoded value is none of ``words``: a trie of the words whose
+        nodes are rules (linear in the words' total length)."""
+        trie: dict[str, Any] = {}
+        for w in words:
+            node = trie
+            for c in w:
+                node = node.setdefault(c, {})
+            node[""] = {}
+        anything = self.shared(group(ANY_CHAR) + "*")
+
+        def walk(node: dict[str, Any]) -> str:
+            children = sorted(k for k in node if k)
+            parts = [] if "" in node else [""]
+            other = cps_json(_complement_chars(children))
+            if other:
+                parts.append(concat_atom(other) + anything)
+            for c in children:
+                parts.append(concat_atom(_char_any_form(c)) + concat_atom(walk(node[c])))
+            return self.shared(alt(parts))
+
+        return walk(trie)
 
     def reserve_rule(self) -> int:
         self.rules.append("")
@@ -745,13 +768,15 @@ class _Compiler:
     def compile_nodes(self, nodes: list[Node]) -> str:
         """Fragment of the values valid under every node; Unsatisfiable when none.
 
-        Memoized per node set: a result used again, or long, becomes a rule called by id; a node set reached
-        again while it is being compiled becomes a recursive call of its rule."""
+        Memoized per node set: a long result, or one used a second time, becomes a rule called by id; a node
+        set reached again while it is being compiled becomes a recursive call of its rule."""
         key = tuple(self._key(n) for n in nodes)
         if key in self._memo:
             done = self._memo[key]
             if done is None:
                 raise Unsatisfiable
+            if len(done) > SHARED_SUFFIX_LIMIT and not is_call(done):  # used again: a rule from now on
+                done = self._memo[key] = call(self.add_rule(done))
             return done
         if key in self._open:
             rule = self._open[key]
@@ -949,7 +974,7 @@ class _Compiler:
         if excluded:
             if pieces or lo or hi is not None:
                 raise SchemaError("not-enum combined with other string constraints", "not", f.nots[0].pointer)
-            return self.budget('"' + _excluding(excluded) + '"', ptr)
+            return self.budget('"' + self.excluding(excluded) + '"', ptr)
         if not pieces:
             content = LOOSE_CONTENT if lo == 0 and hi is None else length_regex(lo, hi)
             return self.budget('"' + content + '"', ptr)
@@ -1211,7 +1236,7 @@ class _Compiler:
         if f.prop_names:
             key_rx = self._names(f, declared)
         else:
-            key_rx = _excluding(sorted(declared))
+            key_rx = self.excluding(sorted(declared))
         if key_rx is None:
             return None
         try:
@@ -1263,29 +1288,6 @@ def _int_lower(b: Bound) -> int:
 def _int_upper(b: Bound) -> int:
     v = math.floor(b.value)
     return v - 1 if b.exclusive and v == b.value else v
-
-
-def _excluding(words: list[str]) -> str:
-    """String content (any length) whose decoded value is none of ``words``."""
-    trie: dict[str, Any] = {}
-    for w in words:
-        node = trie
-        for c in w:
-            node = node.setdefault(c, {})
-        node[""] = {}
-    anything = group(ANY_CHAR) + "*"
-
-    def walk(node: dict[str, Any]) -> str:
-        children = sorted(k for k in node if k)
-        parts = [] if "" in node else [""]
-        other = cps_json(_complement_chars(children))
-        if other:
-            parts.append(concat_atom(other) + anything)
-        for c in children:
-            parts.append(concat_atom(_char_any_form(c)) + concat_atom(walk(node[c])))
-        return alt(parts)
-
-    return walk(trie)
 
 
 def _char_any_form(c: str) -> str:

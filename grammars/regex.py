@@ -9,12 +9,20 @@ their JSON-text forms (raw character, short escape, ``\\uXXXX`` with either hex 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
+
+import numpy as np
+
+from .ir import is_call
 
 MAX_CP = 0x10FFFF
 CPSet = list[tuple[int, int]]
 
 _META = set("\\.^$|?*+()[]{}")
+_ESCAPE_OR_CLASS = re.compile(r"\\.|\[(?:\\.|[^\]\\])*\]", re.DOTALL)
+_NOT_PAREN = re.compile(r"[^()]+")
 _CLASS_META = set("\\]^-[&~")
 _SHORT = {
     0x22: '\\\\"',
@@ -33,8 +41,9 @@ def lit(text: str) -> str:
     return "".join("\\" + c if c in _META else c for c in text)
 
 
+@lru_cache(maxsize=1 << 16)
 def is_atom(rx: str) -> bool:
-    """True when ``rx`` can take a quantifier without grouping."""
+    """True when ``rx`` can take a quantifier without grouping (cached: fragments are tested repeatedly)."""
     if len(rx) == 1:
         return rx not in _META
     if len(rx) == 2 and rx[0] == "\\":
@@ -51,24 +60,16 @@ def is_atom(rx: str) -> bool:
                 return i == n - 1
             i += 1
         return False
-    if rx.startswith("(?:"):
-        depth, i = 0, 0
-        while i < len(rx):
-            c = rx[i]
-            if c == "\\":
-                i += 2
-                continue
-            if c == "[":
-                i += 1
-                while rx[i] != "]":
-                    i += 2 if rx[i] == "\\" else 1
-            elif c == "(":
-                depth += 1
-            elif c == ")":
-                depth -= 1
-                if depth == 0:
-                    return i == len(rx) - 1
-            i += 1
+    if rx.startswith("(?&"):
+        return is_call(rx)
+    if rx.startswith("(?:"):  # one group iff its parenthesis closes last (escapes and classes removed)
+        plain = _ESCAPE_OR_CLASS.sub("_", rx)
+        if not plain.endswith(")"):
+            return False
+        parens = _NOT_PAREN.sub("", plain)
+        opens = np.cumsum(np.frombuffer(parens.encode("ascii"), dtype=np.uint8) == 40)
+        depth = 2 * opens - np.arange(1, len(parens) + 1)
+        return bool(depth[:-1].min(initial=1) > 0)
     return False
 
 
@@ -234,7 +235,12 @@ _SURR = [(0xD800, 0xDFFF)]
 
 def cps_json(s: CPSet) -> str | None:
     """Regex of every JSON-string-content form of one character of the set ``s``; None if empty."""
-    s = cps_subtract(cps_norm(s), _SURR)
+    return _cps_json(tuple(cps_norm(s)))
+
+
+@lru_cache(maxsize=4096)
+def _cps_json(s: tuple[tuple[int, int], ...]) -> str | None:
+    s = cps_subtract(list(s), _SURR)
     if not s:
         return None
     parts = []

@@ -194,6 +194,7 @@ class TermStore:
         self.depth: list[int] = [0, 0, 1]  # RET markers in a term's concatenation spine (open calls)
         self._nullable: list[bool | None] = [False, True, True]
         self._shortest: dict[int, bytes | None] = {EMPTY: None, EPS: b"", RET: b""}
+        self._productive: dict[int, bool] = {}
         self.rules = rules
         self.recursive = recursive
         self._rule_terms: dict[int, int] = {}
@@ -291,8 +292,33 @@ class TermStore:
         return term
 
     def productive(self, t: int) -> bool:
-        """Whether some finite byte string matches `t` (false only through unproductive recursive rules)."""
-        return self.shortest(t) is not None
+        """Whether some finite byte string matches `t` (false only through unproductive recursive rules).
+        Cached; alternatives short-circuit, so only the rules on required paths are parsed."""
+        res = self._productive.get(t)
+        if res is None:
+            res = True
+            for part in self._spine(t):
+                kind, data = self.kind[part], self.data[part]
+                if kind == K_ALT:
+                    ok = any(self.productive(u) for u in data)
+                elif kind == K_REP:
+                    ok = data[1] == 0 or self.productive(data[0])
+                elif kind == K_LAZY:
+                    ok = self.productive(self.force(part))
+                elif kind == K_REF:
+                    rule = data[0]
+                    ok = (
+                        self.shortest(part) is not None
+                        if rule in self.recursive
+                        else self.productive(self.rule_term(rule))
+                    )
+                else:
+                    ok = kind != K_EMPTY
+                if not ok:
+                    res = False
+                    break
+            self._productive[t] = res
+        return res
 
     def shortest(self, t: int) -> bytes | None:
         """The smallest of the shortest byte strings matching `t` (None: none). Cached; for concatenations,
