@@ -297,7 +297,10 @@ class TermStore:
         res = self._productive.get(t)
         if res is None:
             res = True
-            for part in self._spine(t):
+            for part in self._spine(t, self._productive):
+                if self.kind[part] == K_CAT:  # a suffix already known
+                    res = self._productive[part]
+                    break
                 kind, data = self.kind[part], self.data[part]
                 if kind == K_ALT:
                     ok = any(self.productive(u) for u in data)
@@ -361,11 +364,15 @@ class TermStore:
             return self._rule_shortest[rule]
         return None if kind == K_EMPTY else b""  # K_EPS, K_RET
 
-    def _spine(self, t: int):
-        """The items of a right-nested concatenation (`t` itself when it is not one)."""
+    def _spine(self, t: int, known: dict | None = None):
+        """The items of a right-nested concatenation (`t` itself when it is not one); with `known`, stops at
+        the first proper suffix in it and yields that suffix (a K_CAT term) last."""
         while self.kind[t] == K_CAT:
             a, t = self.data[t]
             yield a
+            if known is not None and t in known and self.kind[t] == K_CAT:
+                yield t
+                return
         yield t
 
     def _solve(self, start: int) -> None:
@@ -576,8 +583,6 @@ _ANY_BUT_NL = _normalize([(0, 9), (11, MAX_CODEPOINT)])
 
 def parse_regex(regex: str, store: TermStore) -> int:
     """Parse `regex` (Rust regex syntax subset) into a term of `store`."""
-    from constrained.token_index.parser import LazyParser, _Unsupported, parse_fast
-
     if len(regex) > 2000:  # long regexes: parse group bodies only when the automaton reaches them
         term = LazyParser.try_parse(regex, store)
         if term is not None:
@@ -783,15 +788,18 @@ class LazyDFA:
             if blocks is None:
                 blocks = _partition(masks)
                 self._partitions[masks] = blocks
-            depth, limit, productive = store.depth, self.stack_limit, store.productive
+            # continuations past the stack limit, or that cannot finish (possible only through recursion)
+            depth, limit = store.depth, self.stack_limit
+            dropped = {k for _, k in items if depth[k] > limit}
+            if store.recursive:
+                dropped.update(k for _, k in items if k not in dropped and not store.productive(k))
             for rep, sel in blocks:
                 nxt = []
-                got = set()
+                got = set(dropped)
                 for m, k in items:
                     if (m >> rep) & 1 and k not in got:
                         got.add(k)
-                        if depth[k] <= limit and productive(k):
-                            nxt.append(k)
+                        nxt.append(k)
                 if nxt:
                     row_arr[sel] = self._state(tuple(nxt))
         row = row_arr.tolist()
@@ -831,3 +839,7 @@ def _partition(masks) -> list[tuple[int, np.ndarray]]:
         sel = np.unpackbits(np.frombuffer(b.to_bytes(32, "little"), dtype=np.uint8), bitorder="little")
         out.append((rep, sel.astype(bool)))
     return out
+
+
+# At the end: the parser uses this module's Unicode tables (imported lazily there), this module its parser.
+from constrained.token_index.parser import LazyParser, _Unsupported, parse_fast  # noqa: E402
