@@ -1,15 +1,16 @@
 """The constraint IR: a rule graph whose rule bodies are regex fragments that may call other rules.
 
 Contract: a :class:`RuleGrammar` is ``root`` (a regex fragment) plus ``rules``; ``(?&N)`` inside a fragment
-(PCRE's syntax for calling a subpattern) stands for the language of ``rules[N]``. A rule is written once
-and called by id wherever it is used, so a grammar's size is linear in its schema's size. Rules in
-``recursive`` call themselves (directly or through others): the token automaton expands them through a
-stack (continuations), bounded by ``stack_limit`` open recursive calls at any point of an output.
+(PCRE's syntax for calling a subpattern) stands for the language of ``rules[N]``, and ``(?&N&M...)`` for the
+intersection of those rules' languages (strings matching all of them; operands must not be recursive). A
+rule is written once and called by id wherever it is used, so a grammar's size is linear in its schema's
+size. Rules in ``recursive`` call themselves (directly or through others): the token automaton expands them
+through a stack (continuations), bounded by ``stack_limit`` open recursive calls at any point of an output.
 
-Fragments use the regex syntax of :mod:`grammars.regex`; ``(?&N)`` never appears in that syntax otherwise
-(a literal ``(`` is always escaped, ``&`` is escaped inside classes). :meth:`RuleGrammar.to_regex` exports
-a plain regex (inlined calls) when the grammar is not recursive: for Python ``re`` checks, outlines-core and
-vLLM's regex interop.
+Fragments use the regex syntax of :mod:`grammars.regex`; ``(?&`` never appears in that syntax otherwise (a
+literal ``(`` is always escaped, ``&`` is escaped inside classes). :meth:`RuleGrammar.to_regex` exports a
+plain regex (inlined calls) when the grammar has neither recursion nor intersections: for Python ``re``
+checks, outlines-core and vLLM's regex interop.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 
 # An escaped character (skipped) or a rule call.
-_CALL = re.compile(r"\\.|\(\?&([0-9]+)\)", re.DOTALL)
+_CALL = re.compile(r"\\.|\(\?&([0-9]+(?:&[0-9]+)*)\)", re.DOTALL)
 DEFAULT_STACK_LIMIT = 128
 NOTHING = r"[^\s\S]"  # the empty language
 
@@ -28,6 +29,15 @@ def call(rule: int) -> str:
     return f"(?&{rule})"
 
 
+def intersection(rules: list[int]) -> str:
+    """The fragment of the strings that match every rule of ``rules`` (non-recursive rules)."""
+    return "(?&" + "&".join(map(str, rules)) + ")"
+
+
+def _ids(match: re.Match) -> list[int]:
+    return [int(x) for x in match.group(1).split("&")]
+
+
 def is_call(fragment: str) -> bool:
     """Whether ``fragment`` is exactly one rule call."""
     return fragment.startswith("(?&") and fragment.endswith(")") and fragment[3:-1].isdigit()
@@ -35,14 +45,16 @@ def is_call(fragment: str) -> bool:
 
 def calls_in(fragment: str) -> list[int]:
     """Ids of the rules ``fragment`` calls, in order of appearance."""
-    return [int(m.group(1)) for m in _CALL.finditer(fragment) if m.group(1) is not None]
+    return [rule for m in _CALL.finditer(fragment) if m.group(1) is not None for rule in _ids(m)]
 
 
 def renumber(fragment: str, offset: int) -> str:
     """``fragment`` with every call ``(?&N)`` rewritten to ``(?&N+offset)``."""
     if not offset or "(?&" not in fragment:
         return fragment
-    return _CALL.sub(lambda m: m.group(0) if m.group(1) is None else call(int(m.group(1)) + offset), fragment)
+    return _CALL.sub(
+        lambda m: m.group(0) if m.group(1) is None else intersection([r + offset for r in _ids(m)]), fragment
+    )
 
 
 @dataclass(frozen=True)
@@ -74,11 +86,12 @@ class RuleGrammar:
         def inline(fragment: str, left: int) -> str:
             if "(?&" not in fragment:
                 return fragment
-            return _CALL.sub(
-                lambda m: m.group(0) if m.group(1) is None else expand(int(m.group(1)), left), fragment
-            )
+            return _CALL.sub(lambda m: m.group(0) if m.group(1) is None else expand(_ids(m), left), fragment)
 
-        def expand(rule: int, left: int) -> str:
+        def expand(rules: list[int], left: int) -> str:
+            if len(rules) > 1:
+                raise ValueError("an intersection has no regex form")
+            (rule,) = rules
             if rule in self.recursive:
                 if left == 0:
                     return NOTHING

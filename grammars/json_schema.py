@@ -40,7 +40,7 @@ import referencing
 import referencing.jsonschema
 
 from .errors import SchemaError, Unsatisfiable
-from .ir import DEFAULT_STACK_LIMIT, NOTHING, RuleGrammar, call, is_call
+from .ir import DEFAULT_STACK_LIMIT, NOTHING, RuleGrammar, call, intersection, is_call
 from .numbers import Bound, integer_regex, number_regex
 from .refs import ROOT_URI, Node, Registry, dialect_of, escape_token
 from .regex import MAX_CP, alt, concat_atom, cps_json, group, lit, opt, repeat, star, string_literal
@@ -862,7 +862,7 @@ class _Compiler:
                 elif t in ("integer", "number"):
                     parts.append(self.compile_number(f, t == "integer"))
                 elif t == "string":
-                    parts.append(self.compile_string(f, excluded))
+                    parts.append('"' + self.string_content(f, excluded) + '"')
                 elif t == "array":
                     parts.append(self.compile_array(f))
                 else:
@@ -950,7 +950,8 @@ class _Compiler:
             return alt([pos, "-" + concat_atom(alt([*[s for s in small if s != "0"], big]))])
         return pos
 
-    def compile_string(self, f: Flat, excluded: list[str]) -> str:
+    def string_content(self, f: Flat, excluded: list[str]) -> str:
+        """Fragment of the content (between the quotes) of the valid strings."""
         ptr = f.sources[0].pointer
         lo, hi = f.min_len, f.max_len
         if hi is not None and hi < lo:
@@ -971,27 +972,25 @@ class _Compiler:
                 pieces.append((*anchored, "pattern", pptr))
             else:
                 pieces.append((pattern_regex(pattern, pptr), 0, None, "pattern", pptr))
+        contents = [rx for rx, *_ in pieces]  # the string's content matches all of these (an intersection)
         if excluded:
-            if pieces or lo or hi is not None:
-                raise SchemaError("not-enum combined with other string constraints", "not", f.nots[0].pointer)
-            return self.budget('"' + self.excluding(excluded) + '"', ptr)
-        if not pieces:
-            content = LOOSE_CONTENT if lo == 0 and hi is None else length_regex(lo, hi)
-            return self.budget('"' + content + '"', ptr)
-        if len(pieces) > 1:
-            rx, _, _, kw, kptr = pieces[1]
-            raise SchemaError("several pattern/format constraints on one string", kw, kptr)
-        rx, plo, phi, kw, kptr = pieces[0]
-        if plo >= lo and (hi is None or (phi is not None and phi <= hi)):
-            return self.budget('"' + rx + '"', ptr)
-        simple = _simple_repeat(f.patterns[0][0], kptr) if kw == "pattern" else None
-        if simple is None:
-            raise SchemaError(f"{kw} combined with minLength/maxLength", kw, kptr)
-        atom, alo, ahi = simple
-        nlo, nhi = max(lo, alo), _min_opt(hi, ahi)
-        if nhi is not None and nhi < nlo:
-            raise Unsatisfiable
-        return self.budget('"' + repeat(atom, nlo, nhi) + '"', ptr)
+            contents.append(self.excluding(excluded))
+        if len(pieces) == 1 and not excluded:
+            rx, plo, phi, kw, kptr = pieces[0]
+            simple = _simple_repeat(f.patterns[0][0], kptr) if kw == "pattern" else None
+            if plo >= lo and (hi is None or (phi is not None and phi <= hi)):
+                lo, hi = 0, None  # the bounds add nothing
+            elif simple is not None:  # `^X{a,b}$`: one repeat with merged bounds
+                atom, alo, ahi = simple
+                lo, hi = max(lo, alo), _min_opt(hi, ahi)
+                if hi is not None and hi < lo:
+                    raise Unsatisfiable
+                contents, lo, hi = [repeat(atom, lo, hi)], 0, None
+        if lo or hi is not None or not contents:
+            contents.append(LOOSE_CONTENT if lo == 0 and hi is None else length_regex(lo, hi))
+        if len(contents) == 1:
+            return self.budget(contents[0], ptr)
+        return intersection([self.add_rule(self.budget(c, ptr)) for c in contents])
 
     def compile_array(self, f: Flat) -> str:
         ptr = f.sources[0].pointer
@@ -1261,7 +1260,7 @@ class _Compiler:
             if not flat.types:
                 continue
             try:
-                parts.append(self.compile_string(flat, self._nots(flat, {"string"})[0])[1:-1])
+                parts.append(self.string_content(flat, self._nots(flat, {"string"})[0]))
             except Unsatisfiable:
                 continue
         return alt(parts) if parts else None

@@ -223,6 +223,15 @@ CASES: list[tuple[dict | bool, list, list]] = [
     ),
     ({"if": {"type": "string"}}, ["a", 1], []),
     (True, [1, "a", None], []),
+    # intersections: a pattern or format with length bounds, several patterns, a pattern minus some values
+    ({"type": "string", "format": "email", "maxLength": 8}, ["a@b.cd"], ["abc@de.fgh", "nope"]),
+    (
+        {"type": "string", "pattern": "^[a-z]+\\d$", "minLength": 3, "maxLength": 4},
+        ["ab1", "abc2"],
+        ["a1", "abcd5", "abc"],
+    ),
+    ({"allOf": [{"type": "string", "pattern": "^a"}, {"pattern": "b$"}]}, ["ab", "axxb"], ["ba", "a", "b"]),
+    ({"type": "string", "pattern": "^[a-c]+$", "not": {"enum": ["ab"]}}, ["a", "abc"], ["ab", "d", ""]),
 ]
 
 
@@ -284,7 +293,6 @@ REJECTED: list[tuple[dict, str, str]] = [
     ({"type": "number", "multipleOf": 0.01}, "multipleOf", ""),
     ({"dependentSchemas": {"a": {"required": ["b"]}}}, "dependentSchemas", ""),
     ({"unevaluatedProperties": False}, "unevaluatedProperties", ""),
-    ({"type": "string", "format": "email", "maxLength": 5}, "format", ""),
     ({"type": "array", "items": {"type": "object"}, "minItems": 100000}, "minItems", ""),
     ({"type": "widget"}, "type", ""),
 ]

@@ -14,8 +14,12 @@ Rows (256 byte transitions) are computed on first visit only, so nested bounded 
 Rules: a call `(?&N)` is a `K_REF` term, its body parsed on first use. Expanding a call of a recursive rule
 appends a `RET` marker to the continuation, so a thread (a right-nested concatenation) *is* the stack: the
 markers in its spine count the open recursive calls, and a thread deeper than the grammar's `stack_limit`
-is dropped. Threads that cannot reach the end of the output (through an unproductive recursive rule) are
-dropped too, so every live state can still complete.
+is dropped. Threads that cannot reach the end of the output (through an unproductive recursive rule or an
+empty intersection) are dropped too, so every live state can still complete.
+
+Intersections: `(?&N&M)` is a `K_AND` term; its linear form is the product of its operands' (bytes in both
+masks, the intersection of the continuations), and its shortest string comes from a breadth-first search
+over its derivatives (the operands are regular: the compiler never intersects recursive rules).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import re
 import threading
 import unicodedata
+from collections import deque
 from functools import cache
 
 import numpy as np
@@ -35,7 +40,8 @@ except ImportError:  # pragma: no cover
     import sre_parse  # type: ignore[no-redef]
 
 EMPTY, EPS, RET = 0, 1, 2  # term ids: the empty language, the empty string, the return marker
-K_EMPTY, K_EPS, K_BYTES, K_CAT, K_ALT, K_REP, K_LAZY, K_REF, K_RET = range(9)
+K_EMPTY, K_EPS, K_BYTES, K_CAT, K_ALT, K_REP, K_LAZY, K_REF, K_RET, K_AND = range(10)
+SEARCH_LIMIT = 50_000  # derivative states explored to find an intersection's shortest string
 ALL_BYTES = (1 << 256) - 1
 DEAD = -1
 MAX_CODEPOINT = 0x10FFFF
@@ -195,6 +201,7 @@ class TermStore:
         self._nullable: list[bool | None] = [False, True, True]
         self._shortest: dict[int, bytes | None] = {EMPTY: None, EPS: b"", RET: b""}
         self._productive: dict[int, bool] = {}
+        self.has_intersections = False
         self.rules = rules
         self.recursive = recursive
         self._rule_terms: dict[int, int] = {}
@@ -278,6 +285,23 @@ class TermStore:
         self._lazy.setdefault(tid, (parser, start, end))
         return tid
 
+    def call(self, token: str) -> int:
+        """The term of a call token `(?&N)` or intersection `(?&N&M...)`."""
+        refs = [self.ref(int(x)) for x in token[3:-1].split("&")]
+        return refs[0] if len(refs) == 1 else self.both(refs)
+
+    def both(self, terms: list[int]) -> int:
+        """The intersection of `terms` (flattened, deduplicated, sorted: one term per set of operands)."""
+        flat: set[int] = set()
+        for t in terms:
+            if t == EMPTY:
+                return EMPTY
+            flat.update(self.data[t] if self.kind[t] == K_AND else (t,))
+        if len(flat) == 1:
+            return flat.pop()
+        self.has_intersections = True
+        return self._mk(K_AND, tuple(sorted(flat)), None)
+
     def ref(self, rule: int) -> int:
         """A call of rule `rule`."""
         if not 0 <= rule < len(self.rules):
@@ -315,6 +339,8 @@ class TermStore:
                         if rule in self.recursive
                         else self.productive(self.rule_term(rule))
                     )
+                elif kind == K_AND:
+                    ok = self.shortest(part) is not None
                 else:
                     ok = kind != K_EMPTY
                 if not ok:
@@ -362,6 +388,8 @@ class TermStore:
             if rule not in self._rule_shortest:
                 self._solve(rule)
             return self._rule_shortest[rule]
+        if kind == K_AND:
+            return self._search(t)
         return None if kind == K_EMPTY else b""  # K_EPS, K_RET
 
     def _spine(self, t: int, known: dict | None = None):
@@ -435,7 +463,7 @@ class TermStore:
                 continue
             if kind == K_LAZY:
                 kids: tuple = (self.force(u),)
-            elif kind in (K_CAT, K_ALT):
+            elif kind in (K_CAT, K_ALT, K_AND):
                 kids = data
             elif kind == K_REP:
                 kids = (data[0],)
@@ -463,6 +491,8 @@ class TermStore:
                 res = self.nullable(data[0]) and self.nullable(data[1])
             elif kind == K_ALT:
                 res = any(self.nullable(u) for u in data)
+            elif kind == K_AND:
+                res = all(self.nullable(u) for u in data)
             elif kind == K_REP:
                 res = data[1] == 0 or self.nullable(data[0])
             elif kind == K_REF:
@@ -512,6 +542,8 @@ class TermStore:
             return self.lf(self.force(t))
         if kind == K_RET:
             return (None,)
+        if kind == K_AND:
+            return self._product_lf(t)
         if kind == K_REF:
             return self._call_lf(t)
         r, lo, hi, greedy = self.data[t]
@@ -524,6 +556,51 @@ class TermStore:
             rest = self.rep(r, 0, hi - 1, greedy)
             body = list(self._lf_then(self.lf(r), rest))
         return _dedupe(body + [None]) if greedy else _dedupe([None, *body])
+
+    def _product_lf(self, t: int) -> tuple:
+        """Linear form of an intersection: a match when every operand matches; a byte step when every
+        operand can take the byte, continuing with the intersection of their continuations."""
+        items: tuple = self.lf(self.data[t][0])
+        for operand in self.data[t][1:]:
+            other = self.lf(operand)
+            out = []
+            for a in items:
+                for b in other:
+                    if a is None or b is None:
+                        if a is None and b is None:
+                            out.append(None)
+                    elif a[0] & b[0]:
+                        out.append((a[0] & b[0], self.both([a[1], b[1]])))
+            items = _dedupe(out)
+        return items
+
+    def _search(self, t: int) -> bytes | None:
+        """Smallest-shortest string of `t` by breadth-first search over its derivatives, bytes ascending
+        (for intersections, whose strings do not follow from their parts')."""
+        start = (t,)
+        parents: dict[tuple[int, ...], tuple | None] = {start: None}
+        queue = deque([start])
+        while queue:
+            threads = queue.popleft()
+            if any(self.nullable(k) for k in threads):
+                path = bytearray()
+                step = parents[threads]
+                while step is not None:
+                    threads, byte = step
+                    path.append(byte)
+                    step = parents[threads]
+                return bytes(reversed(path))
+            if len(parents) > SEARCH_LIMIT:
+                raise RegexUnsupported(f"intersection too large to search ({SEARCH_LIMIT} states)")
+            items = _dedupe(it for k in threads for it in self.lf(k) if it is not None)
+            if not items:
+                continue
+            for first in sorted(_block_minima(frozenset(m for m, _ in items))):
+                nxt = tuple(dict.fromkeys(k for m, k in items if (m >> first) & 1))
+                if nxt not in parents:
+                    parents[nxt] = (threads, first)
+                    queue.append(nxt)
+        return None
 
     def _call_lf(self, t: int) -> tuple:
         """Linear form of a call: the rule's, with a RET marker after each continuation when recursive."""
@@ -791,7 +868,7 @@ class LazyDFA:
             # continuations past the stack limit, or that cannot finish (possible only through recursion)
             depth, limit = store.depth, self.stack_limit
             dropped = {k for _, k in items if depth[k] > limit}
-            if store.recursive:
+            if store.recursive or store.has_intersections:
                 dropped.update(k for _, k in items if k not in dropped and not store.productive(k))
             for rep, sel in blocks:
                 nxt = []
@@ -816,6 +893,11 @@ STRING_CONTENT = ((0x20, 0x21), (0x23, 0x5B), (0x5D, 0x7E), (0xA0, 0x10FFFF))
 @cache
 def _string_content_sequences() -> list[list[tuple[int, int]]]:
     return [seq for lo, hi in _normalize(list(STRING_CONTENT)) for seq in utf8_sequences(lo, hi)]
+
+
+def _block_minima(masks: frozenset[int]) -> list[int]:
+    """The smallest byte of each block of bytes that no mask separates."""
+    return [rep for rep, _ in _partition(masks)]
 
 
 def _partition(masks) -> list[tuple[int, np.ndarray]]:

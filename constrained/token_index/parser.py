@@ -17,7 +17,7 @@ from constrained.token_index.errors import RegexUnsupported
 _TOKEN = re.compile(
     r"""\\x\{[0-9a-fA-F]+\}|\\x[0-9a-fA-F]{2}|\\u\{[0-9a-fA-F]+\}|\\u[0-9a-fA-F]{4}|\\U[0-9a-fA-F]{8}|\\.
     |\[\^?\]?(?:\\x\{[0-9a-fA-F]+\}|\\u\{[0-9a-fA-F]+\}|\\.|[^\]\\])*\]
-    |\(\?&[0-9]+\)|\(\?:|\(\?P?<[A-Za-z_][A-Za-z0-9_]*>|\(\?|\(|\)|\|
+    |\(\?&[0-9]+(?:&[0-9]+)*\)|\(\?:|\(\?P?<[A-Za-z_][A-Za-z0-9_]*>|\(\?|\(|\)|\|
     |[*+?]\??|\{[0-9]+(?:,[0-9]*)?\}\??
     |.""",
     re.DOTALL | re.VERBOSE,
@@ -123,7 +123,7 @@ def parse_fast(regex: str, store) -> int:
             if t == ")":
                 break
             if t.startswith("(?&"):
-                atom = store.ref(int(t[3:-1]))
+                atom = store.call(t)
             elif c0 == "(":
                 if t == "(?":
                     raise _Unsupported("inline flags, lookarounds and other group kinds are not supported")
@@ -270,7 +270,7 @@ class LazyParser:
                 pos += 1
                 continue
             if t.startswith("(?&"):
-                atom = store.ref(int(t[3:-1]))
+                atom = store.call(t)
                 pos = m.end()
             elif c0 == "(":
                 if t == "(?":
