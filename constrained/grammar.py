@@ -1,8 +1,9 @@
 """Compiled grammars and per-sequence matchers: the one interface the decode loop uses.
 
 Contract (modelled on vLLM v1 structured output / xgrammar):
-- `GrammarCompiler(tokenizer_info)` compiles a constraint (`json_schema`, `regex`) into a `Grammar`, caching
-  results by (kind, canonical source, options) in a bounded LRU shared by all requests.
+- `GrammarCompiler(tokenizer_info)` compiles a constraint (`json_schema`, `regex`, a Lark or GBNF grammar)
+  into a `Grammar`, caching results by (kind, canonical source, options) in a bounded LRU shared by all
+  requests.
 - A `Grammar` is immutable and thread-safe to share; it owns a token index (automaton state -> allowed
   tokens, next state) and a per-state bitmask cache filled lazily on first visit.
 - `Grammar.matcher()` gives a `Matcher` per sequence: `accept_token(s)`, `fill_bitmask`, `rollback`,
@@ -29,8 +30,10 @@ from constrained.bitmask import pack_token_ids
 from constrained.closing import ClosingPlan
 from constrained.token_index import LazyTokenIndex, TokenVocabulary
 from constrained.tokenizer_info import TokenizerInfo
-from grammars import CompiledSchema, JsonSchemaOptions, compile_json_schema
+from grammars import CompiledSchema, JsonSchemaOptions, SchemaError, compile_json_schema
 from grammars.ir import RuleGrammar
+
+GRAMMAR_SYNTAXES = ("lark", "gbnf")
 
 
 class GrammarError(ValueError):
@@ -182,16 +185,35 @@ def _write_row(bitmask: torch.Tensor, row: int, mask: np.ndarray) -> None:
         bitmask[row].copy_(torch.from_numpy(mask.copy()))
 
 
+def _schema_key(schema: Any) -> str:
+    """The schema's JSON text (cache key); `SchemaError` when it has none (too deep, cyclic, not JSON)."""
+    try:
+        return json.dumps(schema)
+    except RecursionError:
+        raise SchemaError("the schema nests too deep to compile", "$", "") from None
+    except (TypeError, ValueError) as exc:  # a non-JSON value; a Python-level cycle
+        raise SchemaError(f"the schema is not JSON: {exc}", "$", "") from None
+
+
 class GrammarCompiler:
     """Compiles constraints for one tokenizer, with a bounded LRU cache shared by all requests.
 
     `backend="lazy"` (default) builds `constrained.token_index.LazyTokenIndex` (masks computed per state on
     first visit); `backend="outlines"` builds outlines-core's `Index` up front (the reference oracle).
+    `compile_schema` turns a schema into its grammar (`grammars.compile_json_schema` in this process by
+    default; the server passes `constrained.compile_pool.IsolatedCompiler`).
     """
 
     def __init__(
-        self, info: TokenizerInfo, *, cache_size: int = 256, backend: str = "lazy", max_states: int = 200_000
+        self,
+        info: TokenizerInfo,
+        *,
+        cache_size: int = 256,
+        backend: str = "lazy",
+        max_states: int = 200_000,
+        compile_schema: Callable[[Any, JsonSchemaOptions], CompiledSchema] = compile_json_schema,
     ) -> None:
+        self.compile_schema = compile_schema
         if backend not in ("lazy", "outlines"):
             raise ValueError(f"unknown token index backend {backend!r} (expected 'lazy' or 'outlines')")
         self.info = info
@@ -214,8 +236,8 @@ class GrammarCompiler:
         """Compile a JSON schema; raises `grammars.SchemaError` naming the unsupported keyword."""
         options = options or JsonSchemaOptions()
         # Key order is kept: `properties` order is the output order, so reordered schemas are different.
-        key = ("json_schema", json.dumps(schema), repr(options))
-        return self._cached(key, lambda: compile_json_schema(schema, options))
+        key = ("json_schema", _schema_key(schema), repr(options))
+        return self._cached(key, lambda: self.compile_schema(schema, options))
 
     def compile_json_object(self) -> Grammar:
         """Any JSON object (`response_format: json_object`), nested to the stack limit."""
@@ -227,6 +249,25 @@ class GrammarCompiler:
     def compile_grammar(self, grammar: RuleGrammar) -> Grammar:
         """A rule grammar built by the caller (tool calls, composed constraints)."""
         return self._cached(("grammar", grammar), lambda: CompiledSchema(grammar, explain=()))
+
+    def compile_lark(self, text: str, start: str = "start") -> Grammar:
+        """A Lark grammar (vLLM's `structured_outputs.grammar`); `grammars.GrammarSyntaxError` names the rule
+        or terminal it cannot enforce exactly."""
+        from grammars.lark_grammar import translate_lark
+
+        return self._cached(("lark", text, start), lambda: translate_lark(text, start))
+
+    def compile_gbnf(self, text: str, root: str = "root") -> Grammar:
+        """A GBNF grammar (llama.cpp's `grammar`); errors as `compile_lark`."""
+        from grammars.gbnf import translate_gbnf
+
+        return self._cached(("gbnf", text, root), lambda: translate_gbnf(text, root))
+
+    def compile_text_grammar(self, text: str, syntax: str = "lark") -> Grammar:
+        """`compile_lark` or `compile_gbnf` by `syntax` ("lark" | "gbnf"); ValueError for another."""
+        if syntax not in GRAMMAR_SYNTAXES:
+            raise ValueError(f"unknown grammar syntax {syntax!r} (expected 'lark' or 'gbnf')")
+        return self.compile_lark(text) if syntax == "lark" else self.compile_gbnf(text)
 
     def _cached(self, key: tuple, build) -> Grammar:
         with self._lock:

@@ -10,6 +10,7 @@ import logging
 
 import uvicorn
 
+from constrained.compile_pool import IsolatedCompiler
 from constrained.engine import Engine
 from constrained.grammar import GrammarCompiler
 from constrained.models import LoadedModel, load_model
@@ -27,7 +28,10 @@ def build_service(
     limits = limits or Limits()
     info = TokenizerInfo.from_huggingface(loaded.tokenizer, int(loaded.model.config.vocab_size))
     engine = Engine(loaded.model, loaded.tokenizer, max_batch_size=max_batch_size)
-    compiler = GrammarCompiler(info, max_states=limits.max_automaton_states)
+    # schema walks run in worker processes: a heavy or hostile schema never holds the decode loop's GIL
+    compiler = GrammarCompiler(
+        info, max_states=limits.max_automaton_states, compile_schema=IsolatedCompiler()
+    )
     return ChatService(
         engine,
         loaded.tokenizer,
@@ -58,3 +62,4 @@ def serve(
         uvicorn.run(create_app(service, limits, api_key), host=host, port=port, log_level="info")
     finally:
         service.engine.shutdown()
+        service.compiler.compile_schema.close()

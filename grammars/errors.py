@@ -16,6 +16,9 @@ class SchemaError(ValueError):
         self.pointer = pointer
         super().__init__(f"{message} (keyword '{keyword}' at '{pointer or '/'}')")
 
+    def __reduce__(self):  # picklable across processes (constrained.compile_pool)
+        return type(self), (self.message, self.keyword, self.pointer)
+
 
 class InvalidSchemaError(ValueError):
     """A document that is not a valid JSON schema for its dialect (the meta-schema rejects it)."""
@@ -25,6 +28,23 @@ class InvalidSchemaError(ValueError):
         self.pointer = pointer
         super().__init__(f"invalid JSON schema at '{pointer or '/'}': {message}")
 
+    def __reduce__(self):
+        return type(self), (self.message, self.pointer)
+
 
 class Unsatisfiable(Exception):
     """Internal: a subschema admits no instance (or none within the recursion limit)."""
+
+
+class GrammarSyntaxError(ValueError):
+    """A grammar text (Lark or GBNF) that is malformed, or uses a construct that cannot be enforced exactly.
+
+    ``construct`` names what is wrong ("syntax", "left recursion", "lookaround", "flag 'a'", ...); ``where``
+    names the rule or terminal at fault (``"rule 'expr'"``), or is None when the whole text is.
+    """
+
+    def __init__(self, message: str, construct: str, where: str | None = None) -> None:
+        self.message = message
+        self.construct = construct
+        self.where = where
+        super().__init__(f"{where}: {message}" if where else message)
