@@ -125,3 +125,30 @@ def test_compile_deadline_is_kept():
     with pytest.raises(SchemaError, match="compilation exceeds"):
         compile_json_schema({"type": "object", "properties": props}, options)
     assert time.monotonic() - start < 0.2 * 1.5
+
+
+def test_rule_graph_agrees_with_its_regex_export_on_the_corpus():
+    """For schemas without recursion or intersection, the automaton over the rule graph accepts exactly what
+    Python's `re` accepts for the inlined regex export (an independent engine for the rule machinery)."""
+    import re
+
+    from tests.conftest import CORPORA
+
+    corpus = CORPORA / "maskbench"
+    if not corpus.is_dir():
+        pytest.skip("MaskBench corpus not present")
+    checked = 0
+    for path in sorted(corpus.glob("*.jsonl")):
+        for _, line in zip(range(8), path.open(), strict=False):
+            record = json.loads(line)
+            try:
+                grammar = compile_json_schema(record["schema"]).grammar
+                regex = re.compile(grammar.to_regex())
+            except (SchemaError, ValueError, re.error, RecursionError):
+                continue
+            dfa = LazyDFA(grammar)
+            for test in record["tests"]:
+                text = compact(test["data"])
+                assert dfa.accepts(text) == (regex.fullmatch(text) is not None), (record["id"], text[:80])
+                checked += 1
+    assert checked > 50
