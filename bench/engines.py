@@ -1,11 +1,14 @@
 """What the compiler benchmarks share: corpora, one adapter per engine, and worker processes with timeouts.
 
 - `load_corpus(folder, limit)` reads MaskBench folders (`*.jsonl`, one schema a line) and
-  JSON-Schema-Test-Suite draft folders (`*.json`, groups of {description, schema, tests}); `limit` caps the
-  schemas read per file.
+  JSON-Schema-Test-Suite draft folders (`*.json`, groups of {description, schema, tests}; the folder's
+  dialect, `draft4` ... `draft2020-12`, is given to its schemas as `$schema`); `limit` caps the schemas read
+  per file.
 - An adapter (`ours`, `llguidance`, `xgrammar`, `outlines`) compiles a JSON schema for one tokenizer and
   walks token ids: `compile`, `matcher`, `accept`, `can_end`, `fill`. Every engine gets the same token ids
-  (the instance serialized compactly and tokenized once, in the parent).
+  (the instance serialized compactly and tokenized once, in the parent). `compile_grammar(kind, text)` takes
+  a text grammar instead (`GrammarText`, kind "lark", "ebnf" or "gbnf"); an engine without that syntax
+  refuses it as unsupported. Jobs take either a JSON schema or a `GrammarText`.
 - `EngineWorker` runs one adapter in its own process (spawned, single-threaded); `call(job, timeout)` kills
   and restarts the process when a job overruns, so a hanging compile cannot stall a benchmark.
 """
@@ -50,6 +53,25 @@ class Corpus:
     cases: list[SchemaCase]
 
 
+# Test-Suite folders name their dialect; their schemas carry no `$schema` (the compilers default to 2020-12).
+SUITE_DIALECTS = {
+    "draft3": "http://json-schema.org/draft-03/schema#",
+    "draft4": "http://json-schema.org/draft-04/schema#",
+    "draft6": "http://json-schema.org/draft-06/schema#",
+    "draft7": "http://json-schema.org/draft-07/schema#",
+    "draft2019-09": "https://json-schema.org/draft/2019-09/schema",
+    "draft2020-12": "https://json-schema.org/draft/2020-12/schema",
+}
+
+
+def with_dialect(schema: Any, folder: str) -> Any:
+    """`schema` with the `$schema` of its Test-Suite folder (`draft4`, ...) unless it names one itself."""
+    uri = SUITE_DIALECTS.get(folder)
+    if uri is None or not isinstance(schema, dict) or "$schema" in schema:
+        return schema
+    return {"$schema": uri, **schema}
+
+
 def serialize(data: Any) -> str:
     return json.dumps(data, separators=(",", ":"))
 
@@ -86,7 +108,7 @@ def load_corpus(folder: Path, limit: int | None = None) -> Corpus:
                     for t in group["tests"]
                 ]
                 case_id = f"{path.stem}#{number} {group.get('description', '')}"
-                cases.append(SchemaCase(case_id, group["schema"], instances))
+                cases.append(SchemaCase(case_id, with_dialect(group["schema"], folder.name), instances))
                 taken += 1
     label = folder.name if folder.name not in ("data", "tests") else f"{folder.parent.name}/{folder.name}"
     return Corpus(label, suite, cases)
@@ -129,8 +151,17 @@ class CompileFailure(Exception):
         self.keyword = keyword
 
 
+@dataclass(frozen=True)
+class GrammarText:
+    """A text grammar for `compile_grammar`, in place of a JSON schema: kind "lark", "ebnf" or "gbnf"."""
+
+    kind: str
+    text: str
+
+
 class Adapter:
     name = "?"
+    grammar_kinds: tuple[str, ...] = ()  # the text-grammar syntaxes `compile_grammar` takes
 
     def __init__(self, tokenizer_name: str) -> None:
         from bench.vocabularies import load_tokenizer
@@ -144,6 +175,17 @@ class Adapter:
 
     def compile(self, schema: Any) -> Any:
         raise NotImplementedError
+
+    def compile_grammar(self, kind: str, text: str) -> Any:
+        raise CompileFailure("unsupported", f"{self.name} takes no {kind} grammar", f"<{kind}>")
+
+    def compile_source(self, source: Any) -> Any:
+        """`compile_grammar` for a `GrammarText`, else `compile` (a JSON schema)."""
+        if not isinstance(source, GrammarText):
+            return self.compile(source)
+        if source.kind not in self.grammar_kinds:
+            return Adapter.compile_grammar(self, source.kind, source.text)  # raises: unsupported
+        return self.compile_grammar(source.kind, source.text)
 
     def matcher(self, compiled: Any) -> Any:
         raise NotImplementedError
@@ -168,6 +210,7 @@ class Adapter:
 
 class OursAdapter(Adapter):
     name = "ours"
+    grammar_kinds = ("lark", "gbnf")
 
     def __init__(self, tokenizer_name: str) -> None:
         super().__init__(tokenizer_name)
@@ -180,13 +223,22 @@ class OursAdapter(Adapter):
             self.compiler._cache.clear()
 
     def compile(self, schema: Any) -> Any:
+        return self._compile(lambda: self.compiler.compile_json_schema(schema))
+
+    def compile_grammar(self, kind: str, text: str) -> Any:
+        build = self.compiler.compile_lark if kind == "lark" else self.compiler.compile_gbnf
+        return self._compile(lambda: build(text))
+
+    def _compile(self, build) -> Any:
         from constrained.grammar import GrammarError
-        from grammars import SchemaError
+        from grammars import GrammarSyntaxError, SchemaError
 
         try:
-            return self.compiler.compile_json_schema(schema)
+            return build()
         except SchemaError as exc:
             raise CompileFailure("unsupported", str(exc), exc.keyword) from exc
+        except GrammarSyntaxError as exc:
+            raise CompileFailure("unsupported", str(exc), exc.construct) from exc
         except GrammarError as exc:
             raise CompileFailure("unsupported", str(exc), "<automaton>") from exc
         except ValueError as exc:  # other clean refusals (bad schema documents ...)
@@ -242,6 +294,7 @@ class OursAdapter(Adapter):
 
 class LLGuidanceAdapter(Adapter):
     name = "llguidance"
+    grammar_kinds = ("lark", "gbnf")
 
     def __init__(self, tokenizer_name: str) -> None:
         super().__init__(tokenizer_name)
@@ -252,9 +305,14 @@ class LLGuidanceAdapter(Adapter):
         self.lltok = llguidance.hf.from_tokenizer(self.tokenizer, n_vocab=self.vocab_size, eos_token=self.eos)
 
     def compile(self, schema: Any) -> Any:
+        return self._compile(lambda: self.llg.LLMatcher.grammar_from_json_schema(json.dumps(schema)))
+
+    def compile_grammar(self, kind: str, text: str) -> Any:
+        return self._compile(lambda: self.llg.grammar_from(kind, text))
+
+    def _compile(self, grammar_of) -> Any:
         try:
-            grammar = self.llg.LLMatcher.grammar_from_json_schema(json.dumps(schema))
-            matcher = self.llg.LLMatcher(self.lltok, grammar, log_level=0)
+            matcher = self.llg.LLMatcher(self.lltok, grammar_of(), log_level=0)
         except Exception as exc:
             raise CompileFailure("unsupported", f"{type(exc).__name__}: {exc}") from exc
         if matcher.is_error():
@@ -282,6 +340,7 @@ class LLGuidanceAdapter(Adapter):
 
 class XGrammarAdapter(Adapter):
     name = "xgrammar"
+    grammar_kinds = ("ebnf", "gbnf")
 
     def __init__(self, tokenizer_name: str) -> None:
         super().__init__(tokenizer_name)
@@ -297,6 +356,12 @@ class XGrammarAdapter(Adapter):
         try:
             # strict_mode=False: no implicit `additionalProperties: false` (JSON Schema semantics).
             return self.compiler.compile_json_schema(json.dumps(schema), strict_mode=False)
+        except Exception as exc:
+            raise CompileFailure("unsupported", f"{type(exc).__name__}: {exc}") from exc
+
+    def compile_grammar(self, kind: str, text: str) -> Any:
+        try:  # XGrammar's EBNF is GBNF's dialect (`root ::= ...`)
+            return self.compiler.compile_grammar(self.xgr.Grammar.from_ebnf(text, root_rule_name="root"))
         except Exception as exc:
             raise CompileFailure("unsupported", f"{type(exc).__name__}: {exc}") from exc
 
@@ -368,9 +433,10 @@ ADAPTERS = {a.name: a for a in (OursAdapter, LLGuidanceAdapter, XGrammarAdapter,
 
 # ---------------------------------------------------------------------------------------------- jobs
 def check_job(adapter: Adapter, schema: Any, instances: list[tuple[list[int], bool]]) -> dict:
-    """Compile, then walk every instance: `accepted[i]` = the engine took all its tokens and may end."""
+    """Compile (a JSON schema or a `GrammarText`), then walk every instance: `accepted[i]` = the engine took
+    all its tokens and may end."""
     try:
-        compiled = adapter.compile(schema)
+        compiled = adapter.compile_source(schema)
     except CompileFailure as exc:
         return {"compile_error": exc.kind, "message": exc.message[:300], "keyword": exc.keyword}
     accepted = []
@@ -382,13 +448,14 @@ def check_job(adapter: Adapter, schema: Any, instances: list[tuple[list[int], bo
 
 
 def time_job(adapter: Adapter, schema: Any, instances: list[list[int]], memory: bool) -> dict:
-    """TTFM (compile + matcher + first mask, cold cache) and the time of every later mask fill, in µs."""
+    """TTFM (compile + matcher + first mask, cold cache) and the time of every later mask fill, in µs.
+    `schema` is a JSON schema or a `GrammarText`."""
     clock = time.perf_counter_ns
     adapter.clear_cache()
     bitmask = adapter.new_bitmask()
     start = clock()
     try:
-        compiled = adapter.compile(schema)
+        compiled = adapter.compile_source(schema)
     except CompileFailure as exc:
         return {"compile_error": exc.kind, "message": exc.message[:300]}
     matcher = adapter.matcher(compiled)

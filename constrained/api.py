@@ -12,8 +12,10 @@ Contract:
 - `json_schema(schema)` accepts a JSON Schema (`dict` or `bool`), its JSON text, a pydantic model class or
   any type pydantic can describe (`list[int]`, a dataclass, a `TypedDict`, ...); unsupported keywords raise
   `grammars.SchemaError` naming the keyword and its JSON pointer; `regex(pattern)` compiles a regular
-  expression (implicitly anchored); `json_object()` allows any JSON object. Grammars are cached (LRU) and
-  immutable: share one grammar across threads and sequences, one matcher per sequence.
+  expression (implicitly anchored); `json_object()` allows any JSON object; `grammar(text, syntax="lark"|
+  "gbnf")` compiles a context-free grammar (`GrammarSyntaxError` names the rule it cannot enforce).
+  Grammars are cached (LRU) and immutable: share one grammar across threads and sequences, one matcher per
+  sequence.
 - `load_tokenizer(spec)` reads a tokenizer without loading model weights: "smollm2"/"embedded" (the embedded
   model's tokenizer) or a local Hugging Face folder. Never touches the network.
 """
@@ -30,12 +32,13 @@ from typing import Any
 
 from constrained.grammar import Grammar, GrammarCompiler, GrammarError
 from constrained.tokenizer_info import TokenizerInfo
-from grammars import CompiledSchema, JsonSchemaOptions, SchemaError
+from grammars import CompiledSchema, GrammarSyntaxError, JsonSchemaOptions, SchemaError
 
 __all__ = [
     "Compiler",
     "Grammar",
     "GrammarError",
+    "GrammarSyntaxError",
     "JsonSchemaOptions",
     "SchemaError",
     "load_tokenizer",
@@ -68,7 +71,7 @@ def schema_of(spec: Any) -> Mapping[str, Any] | bool:
 
 
 class Compiler:
-    """Compiles JSON schemas and regexes into `Grammar`s for one tokenizer (thread-safe, cached)."""
+    """Compiles JSON schemas, regexes and grammars into `Grammar`s for one tokenizer (thread-safe, cached)."""
 
     _by_tokenizer: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
     _by_fingerprint: dict[tuple[str, str, int], Compiler] = {}
@@ -128,6 +131,16 @@ class Compiler:
     def json_object(self) -> Grammar:
         """Any JSON object (nesting bounded, as `response_format: json_object`)."""
         return self.grammar_compiler.compile_json_object()
+
+    def grammar(self, text: str, *, syntax: str = "lark", start: str | None = None) -> Grammar:
+        """Grammar of the texts a context-free grammar derives: `syntax="lark"` (from rule `start`, default
+        "start") or `"gbnf"` (llama.cpp; from `start`, default "root"). Raises `GrammarSyntaxError` naming the
+        rule or terminal it cannot enforce exactly."""
+        if syntax == "lark":
+            return self.grammar_compiler.compile_lark(text, start or "start")
+        if syntax == "gbnf":
+            return self.grammar_compiler.compile_gbnf(text, start or "root")
+        raise ValueError(f"unknown grammar syntax {syntax!r} (expected 'lark' or 'gbnf')")
 
     def explain(self, schema: Any, *, options: JsonSchemaOptions | None = None) -> CompiledSchema:
         """The schema's regex and what is enforced per JSON pointer, without building a token automaton."""

@@ -13,6 +13,8 @@ are strings because `vllm_xargs` only carries scalars:
 - `constrained_schema`: a JSON Schema as JSON text (what `response_format.json_schema.schema` holds);
 - `constrained_json_object`: any non-empty value = any JSON object (`response_format: json_object`);
 - `constrained_regex`: a regular expression the whole output must match;
+- `constrained_grammar`: a context-free grammar the output must derive from, in Lark syntax (vLLM's
+  `structured_outputs.grammar`) or GBNF with `constrained_grammar_syntax: "gbnf"`;
 - `constrained_tools`: the OpenAI `tools` list as JSON text, with `constrained_tool_choice` ("auto",
   "required" or a function name; default "auto") and `constrained_parallel_tool_calls` ("true"/"false",
   default "true"): the Hermes `<tool_call>` grammar of `server.tools`. Send the same `tools` to vLLM with
@@ -62,10 +64,21 @@ logger = logging.getLogger(__name__)
 XARG_SCHEMA = "constrained_schema"
 XARG_JSON_OBJECT = "constrained_json_object"
 XARG_REGEX = "constrained_regex"
+XARG_GRAMMAR = "constrained_grammar"
+XARG_GRAMMAR_SYNTAX = "constrained_grammar_syntax"
 XARG_TOOLS = "constrained_tools"
 XARG_TOOL_CHOICE = "constrained_tool_choice"
 XARG_PARALLEL = "constrained_parallel_tool_calls"
-XARGS = (XARG_SCHEMA, XARG_JSON_OBJECT, XARG_REGEX, XARG_TOOLS, XARG_TOOL_CHOICE, XARG_PARALLEL)
+XARGS = (
+    XARG_SCHEMA,
+    XARG_JSON_OBJECT,
+    XARG_REGEX,
+    XARG_GRAMMAR,
+    XARG_GRAMMAR_SYNTAX,
+    XARG_TOOLS,
+    XARG_TOOL_CHOICE,
+    XARG_PARALLEL,
+)
 
 
 # ------------------------------------------------------------------------------------------ request specs
@@ -73,10 +86,11 @@ XARGS = (XARG_SCHEMA, XARG_JSON_OBJECT, XARG_REGEX, XARG_TOOLS, XARG_TOOL_CHOICE
 class ConstraintSpec:
     """What one request asks for, parsed from its `extra_args` (`vllm_xargs`)."""
 
-    kind: str  # "json_schema" | "json_object" | "regex" | "tools"
-    source: str  # JSON text of the schema / the tools, or the regex
+    kind: str  # "json_schema" | "json_object" | "regex" | "grammar" | "tools"
+    source: str  # JSON text of the schema / the tools, the regex, or the grammar text
     tool_choice: str = "auto"
     parallel: bool = True
+    syntax: str = "lark"  # of a grammar: "lark" | "gbnf"
 
     def compile(self, compiler: GrammarCompiler) -> Grammar:
         if self.kind == "json_schema":
@@ -85,6 +99,8 @@ class ConstraintSpec:
             return compiler.compile_json_object()
         if self.kind == "regex":
             return compiler.compile_regex(self.source)
+        if self.kind == "grammar":
+            return compiler.compile_text_grammar(self.source, self.syntax)
         from server.tools import build_tool_grammar
 
         return build_tool_grammar(compiler, self.tool_plan())
@@ -95,6 +111,11 @@ class ConstraintSpec:
 
         if self.kind == "json_schema":
             compile_json_schema(json.loads(self.source))
+        elif self.kind == "grammar":  # GrammarSyntaxError is a ValueError
+            from grammars.gbnf import compile_gbnf
+            from grammars.lark_grammar import compile_lark
+
+            (compile_lark if self.syntax == "lark" else compile_gbnf)(self.source)
         elif self.kind == "tools":
             from server.tools import arguments_grammar
 
@@ -118,7 +139,8 @@ def spec_from_extra_args(extra_args: Mapping[str, Any] | None) -> ConstraintSpec
     """The request's constraint, or None when it has none; ValueError for malformed arguments."""
     if not extra_args:
         return None
-    given = [key for key in (XARG_SCHEMA, XARG_JSON_OBJECT, XARG_REGEX, XARG_TOOLS) if extra_args.get(key)]
+    kinds = (XARG_SCHEMA, XARG_JSON_OBJECT, XARG_REGEX, XARG_GRAMMAR, XARG_TOOLS)
+    given = [key for key in kinds if extra_args.get(key)]
     if not given:
         return None
     if len(given) > 1:
@@ -131,6 +153,11 @@ def spec_from_extra_args(extra_args: Mapping[str, Any] | None) -> ConstraintSpec
         if not isinstance(value, str):
             raise ValueError(f"{key} must be a string")
         return ConstraintSpec("regex", value)
+    if key == XARG_GRAMMAR:
+        syntax = extra_args.get(XARG_GRAMMAR_SYNTAX) or "lark"
+        if not isinstance(value, str) or syntax not in ("lark", "gbnf"):
+            raise ValueError(f"{key} must be a string and {XARG_GRAMMAR_SYNTAX} 'lark' or 'gbnf'")
+        return ConstraintSpec("grammar", value, syntax=syntax)
     text = value if isinstance(value, str) else json.dumps(value)
     try:
         parsed = json.loads(text)
@@ -153,10 +180,18 @@ def xargs_for(
     tools: Sequence[Mapping[str, Any]] | None = None,
     tool_choice: str | Mapping[str, Any] | None = None,
     parallel_tool_calls: bool = True,
+    grammar: str | None = None,
+    grammar_syntax: str = "lark",
 ) -> dict[str, str]:
-    """`vllm_xargs` for OpenAI-shaped `response_format` / `tools` (client side; no vLLM needed)."""
+    """`vllm_xargs` for OpenAI-shaped `response_format` / `tools`, or a `grammar` in `grammar_syntax`
+    ("lark", as vLLM's `structured_outputs.grammar`, or "gbnf") (client side; no vLLM needed)."""
     xargs: dict[str, str] = {}
-    if tools:
+    if grammar is not None:
+        if grammar_syntax not in ("lark", "gbnf"):
+            raise ValueError(f"unknown grammar syntax {grammar_syntax!r} (expected 'lark' or 'gbnf')")
+        xargs[XARG_GRAMMAR] = grammar
+        xargs[XARG_GRAMMAR_SYNTAX] = grammar_syntax
+    elif tools:
         xargs[XARG_TOOLS] = json.dumps(list(tools))
         if isinstance(tool_choice, Mapping):
             tool_choice = tool_choice["function"]["name"]

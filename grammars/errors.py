@@ -48,3 +48,6 @@ class GrammarSyntaxError(ValueError):
         self.construct = construct
         self.where = where
         super().__init__(f"{where}: {message}" if where else message)
+
+    def __reduce__(self):  # picklable across processes, as SchemaError
+        return type(self), (self.message, self.construct, self.where)

@@ -32,7 +32,7 @@ from constrained.engine import (
 from constrained.grammar import Grammar, GrammarCompiler, GrammarError
 from constrained.sampling import SamplingParams
 from constrained.tokenizer_info import TokenizerInfo
-from grammars import InvalidSchemaError, SchemaError, check_schema
+from grammars import GrammarSyntaxError, InvalidSchemaError, SchemaError, check_schema
 from grammars.regex import lit
 from server.errors import APIError
 from server.protocol import (
@@ -169,6 +169,14 @@ class ChatService:
 
     async def _grammar(self, request: ChatCompletionRequest) -> Grammar | None:
         fmt, extension = request.response_format, request.structured_outputs
+        if request.grammar is not None:
+            if extension is not None or (fmt is not None and fmt.type != "text"):
+                raise APIError(
+                    "use only one of grammar, response_format and structured_outputs",
+                    param="grammar",
+                    code="invalid_value",
+                )
+            return await self.compile(lambda: self.compiler.compile_gbnf(request.grammar), "grammar")
         if extension is not None:
             if fmt is not None and fmt.type != "text":
                 raise APIError(
@@ -179,6 +187,10 @@ class ChatService:
             if extension.regex is not None:
                 return await self.compile(
                     lambda: self.compiler.compile_regex(extension.regex), "structured_outputs.regex"
+                )
+            if extension.grammar is not None:
+                return await self.compile(
+                    lambda: self.compiler.compile_lark(extension.grammar), "structured_outputs.grammar"
                 )
             if extension.choice is not None:
                 regex = "|".join(f"(?:{lit(choice)})" for choice in extension.choice)
@@ -203,8 +215,9 @@ class ChatService:
         """Compile off the event loop, within the compile time budget; errors become 400s naming `param`."""
         try:
             return await asyncio.wait_for(asyncio.to_thread(build), self.compile_timeout_s)
-        except (SchemaError, GrammarError) as exc:
-            raise APIError(str(exc), param=param, code="unsupported_schema") from None
+        except (SchemaError, GrammarError, GrammarSyntaxError) as exc:
+            code = "invalid_grammar" if isinstance(exc, GrammarSyntaxError) else "unsupported_schema"
+            raise APIError(str(exc), param=param, code=code) from None
         except TimeoutError:
             raise APIError(
                 f"compiling the constraint took longer than {self.compile_timeout_s:g} s",

@@ -98,19 +98,21 @@ class NamedToolChoice(_Strict):
 
 
 class StructuredOutputs(_Strict):
-    """Our extension, in vLLM's `structured_outputs` shape: exactly one of `json`, `regex`, `choice`."""
+    """Our extension, in vLLM's `structured_outputs` shape: exactly one of `json`, `regex`, `choice`,
+    `grammar` (a Lark grammar, as vLLM takes it)."""
 
     json_: dict[str, Any] | bool | None = Field(default=None, alias="json")
     regex: str | None = Field(default=None, min_length=1)
     choice: list[str] | None = Field(default=None, min_length=1)
+    grammar: str | None = Field(default=None, min_length=1)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> StructuredOutputs:
-        given = [name for name in ("json_", "regex", "choice") if getattr(self, name) is not None]
+        given = [name for name in ("json_", "regex", "choice", "grammar") if getattr(self, name) is not None]
         if len(given) != 1:
-            raise ValueError("structured_outputs takes exactly one of 'json', 'regex' or 'choice'")
+            raise ValueError("structured_outputs takes exactly one of 'json', 'regex', 'choice' or 'grammar'")
         return self
 
 
@@ -143,6 +145,7 @@ class ChatCompletionRequest(_Strict):
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
     structured_outputs: StructuredOutputs | None = None  # extension (vLLM's shape)
+    grammar: str | None = Field(default=None, min_length=1)  # extension: GBNF, as llama.cpp's server takes it
     tools: list[Tool] | None = Field(default=None, min_length=1)
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool = True

@@ -46,6 +46,15 @@ def test_help(command):
     assert "usage: constrained" in result.stdout
 
 
+def test_serve_has_a_flag_per_limit():
+    """`serve` builds `Limits` from its flags: every limit (the JSON nesting depth included) has one."""
+    from server.limits import Limits
+
+    result = run("serve", "--help", timeout=60)
+    for name in Limits.__dataclass_fields__:
+        assert "--" + name.replace("_", "-") in result.stdout, name
+
+
 def test_compile_explain(schema_file):
     result = run("compile", str(schema_file), "--tokenizer", "smollm2", "--explain")
     assert result.returncode == 0, result.stderr
