@@ -1,4 +1,4 @@
-"""The `constrained` command line: `serve`, `compile`, `generate`, `instances`, `bench`.
+"""The `constrained` command line: `compile`, `generate`, `instances`, `bench`; `serve` comes from `server/`.
 
     constrained serve [--model embedded|PATH] [--host H] [--port P] [--api-key KEY] [limits ...]
     constrained compile SCHEMA.json [--tokenizer smollm2|PATH] [--explain]
@@ -15,16 +15,17 @@ and exit non-zero: 2 for bad input (unsupported or invalid schema, missing file)
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import logging
-import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
+PLUGIN_GROUP = "constrained.commands"
 
 
 class CLIError(Exception):
@@ -35,50 +36,26 @@ class CLIError(Exception):
         self.code = code
 
 
+def _plugin_commands(commands) -> dict[str, Callable[[argparse.Namespace], None]]:
+    """Sub-commands registered under the `constrained.commands` entry-point group (the server package adds
+    `serve`): each entry point is `register(commands) -> handler`. Nothing here imports those packages."""
+    handlers = {}
+    for entry in importlib.metadata.entry_points(group=PLUGIN_GROUP):
+        handlers[entry.name] = entry.load()(commands)
+    return handlers
+
+
 def _bench_scripts() -> list[str]:
     if not BENCH_DIR.is_dir():
         return []
     return sorted(p.stem for p in BENCH_DIR.glob("*.py") if not p.stem.startswith("_"))
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], None]]]:
+    """The parser, and the handlers of the sub-commands other packages contribute (`serve`)."""
     parser = argparse.ArgumentParser(prog="constrained", description="Schema-guaranteed JSON from LLMs.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    serve = commands.add_parser("serve", help="serve a model through an OpenAI-compatible API")
-    serve.add_argument(
-        "--model", default="embedded", help="'embedded' (default), a model folder or a .gguf file"
-    )
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument(
-        "--max-batch-size", type=int, default=32, help="sequences decoded together (default 32)"
-    )
-    serve.add_argument(
-        "--api-key",
-        default=os.environ.get("CONSTRAINED_API_KEY"),
-        help="require 'Authorization: Bearer KEY' on /v1 (default: $CONSTRAINED_API_KEY; none = open)",
-    )
-    from server.limits import Limits
-
-    defaults = Limits()
-    for field, help_text in (
-        ("max_body_bytes", "largest request body"),
-        ("max_messages", "most messages per request"),
-        ("max_schema_bytes", "largest schema (serialized)"),
-        ("max_json_depth", "deepest nesting of arrays/objects in a request body"),
-        ("max_queue", "requests waiting before 429"),
-        ("max_automaton_states", "automaton states per grammar"),
-        ("compile_timeout_s", "compile time budget, seconds"),
-        ("request_timeout_s", "per-request time limit, seconds"),
-    ):
-        default = getattr(defaults, field)
-        serve.add_argument(
-            "--" + field.replace("_", "-"),
-            type=type(default),
-            default=default,
-            help=f"{help_text} ({default})",
-        )
-
+    plugins = _plugin_commands(commands)
     instances = commands.add_parser(
         "instances", help="generate valid or near-miss invalid instances of a schema"
     )
@@ -135,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("name", metavar="NAME", help="benchmark script name: " + (", ".join(scripts) or "-"))
     bench.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the script")
-    return parser
+    return parser, plugins
 
 
 # ---------------------------------------------------------------------- compile
@@ -312,23 +289,13 @@ def _bench(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+    parser, plugins = _parser()
+    args = parser.parse_args(argv)
     level = logging.INFO if args.command == "serve" else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        if args.command == "serve":
-            from constrained.serving import serve
-            from server.limits import Limits
-
-            limits = Limits(**{name: getattr(args, name) for name in Limits.__dataclass_fields__})
-            serve(
-                args.model,
-                args.host,
-                args.port,
-                max_batch_size=args.max_batch_size,
-                limits=limits,
-                api_key=args.api_key,
-            )
+        if args.command in plugins:
+            plugins[args.command](args)
         elif args.command == "compile":
             _compile(args)
         elif args.command == "generate":

@@ -14,8 +14,8 @@ import uvicorn
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from constrained.models import LoadedModel, load_model
-from constrained.serving import build_service
 from server.app import create_app
+from server.serving import build_service
 
 CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
 TEST_MODEL_ID = "random-smollm2"

@@ -1,0 +1,67 @@
+"""The `constrained serve` sub-command, contributed by this package to the `constrained` command line.
+
+Contract: `register(commands)` adds the `serve` parser (model, address, API key and every `Limits` field as a
+flag) to the command line's sub-parsers and returns its handler, which serves until interrupted. It is
+declared as the `serve` entry point of the `constrained.commands` group (pyproject.toml), so the command line
+in `constrained/` never imports this package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+
+from server.limits import Limits
+
+LIMIT_FLAGS = (
+    ("max_body_bytes", "largest request body"),
+    ("max_messages", "most messages per request"),
+    ("max_schema_bytes", "largest schema (serialized)"),
+    ("max_json_depth", "deepest nesting of arrays/objects in a request body"),
+    ("max_queue", "requests waiting before 429"),
+    ("max_automaton_states", "automaton states per grammar"),
+    ("compile_timeout_s", "compile time budget, seconds"),
+    ("request_timeout_s", "per-request time limit, seconds"),
+)
+
+
+def register(commands) -> Callable[[argparse.Namespace], None]:
+    serve = commands.add_parser("serve", help="serve a model through an OpenAI-compatible API")
+    serve.add_argument(
+        "--model", default="embedded", help="'embedded' (default), a model folder or a .gguf file"
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--max-batch-size", type=int, default=32, help="sequences decoded together (default 32)"
+    )
+    serve.add_argument(
+        "--api-key",
+        default=os.environ.get("CONSTRAINED_API_KEY"),
+        help="require 'Authorization: Bearer KEY' on /v1 (default: $CONSTRAINED_API_KEY; none = open)",
+    )
+    defaults = Limits()
+    for field, help_text in LIMIT_FLAGS:
+        default = getattr(defaults, field)
+        serve.add_argument(
+            "--" + field.replace("_", "-"),
+            type=type(default),
+            default=default,
+            help=f"{help_text} ({default})",
+        )
+    return run
+
+
+def run(args: argparse.Namespace) -> None:
+    from server.serving import serve
+
+    limits = Limits(**{name: getattr(args, name) for name in Limits.__dataclass_fields__})
+    serve(
+        args.model,
+        args.host,
+        args.port,
+        max_batch_size=args.max_batch_size,
+        limits=limits,
+        api_key=args.api_key,
+    )
