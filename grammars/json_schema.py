@@ -32,6 +32,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
@@ -259,6 +260,7 @@ class _Compiler:
         self._memo: dict[tuple, str | None] = {}  # node-set key -> fragment (None: unsatisfiable)
         self._open: dict[tuple, int | None] = {}  # keys being compiled -> rule id once called recursively
         self._any_rule: int | None = None
+        self._shared: dict[str, str] = {}  # fragment -> call of the rule holding it
         self._validator_registry: referencing.Registry | None = None
 
     # ------------------------------------------------------------ helpers
@@ -290,7 +292,10 @@ class _Compiler:
         alternatives share is then written once: object layouts stay linear in the number of properties)."""
         if len(fragment) <= limit:
             return fragment
-        return call(self.add_rule(self.budget(fragment, "")))
+        done = self._shared.get(fragment)
+        if done is None:
+            done = self._shared[fragment] = call(self.add_rule(self.budget(fragment, "")))
+        return done
 
     def excluding(self, words: list[str]) -> str:
         """String content (any length) whose decoded value is none of ``words``: a trie of the words whose
@@ -304,13 +309,13 @@ class _Compiler:
         anything = self.shared(group(ANY_CHAR) + "*")
 
         def walk(node: dict[str, Any]) -> str:
-            children = sorted(k for k in node if k)
+            children = tuple(sorted(k for k in node if k))
             parts = [] if "" in node else [""]
-            other = cps_json(_complement_chars(children))
+            other = _other_char_forms(children)
             if other:
-                parts.append(concat_atom(other) + anything)
+                parts.append(other + anything)
             for c in children:
-                parts.append(concat_atom(_char_any_form(c)) + concat_atom(walk(node[c])))
+                parts.append(_char_forms(c) + concat_atom(walk(node[c])))
             return self.shared(alt(parts))
 
         return walk(trie)
@@ -1289,8 +1294,17 @@ def _int_upper(b: Bound) -> int:
     return v - 1 if b.exclusive and v == b.value else v
 
 
-def _char_any_form(c: str) -> str:
-    return cps_json([(ord(c), ord(c))]) or ""
+@lru_cache(maxsize=4096)
+def _char_forms(c: str) -> str:
+    """Every JSON-string form of the character ``c`` (raw, escapes), ready to concatenate."""
+    return concat_atom(cps_json([(ord(c), ord(c))]) or "")
+
+
+@lru_cache(maxsize=4096)
+def _other_char_forms(chars: tuple[str, ...]) -> str | None:
+    """Every JSON-string form of any character but ``chars``, ready to concatenate (None: no character)."""
+    other = cps_json(_complement_chars(list(chars)))
+    return concat_atom(other) if other else None
 
 
 def _complement_chars(chars: list[str]) -> list[tuple[int, int]]:
