@@ -2,7 +2,10 @@
 
     python bench/conformance.py --data ../shared/corpora/maskbench \
         --data ../shared/corpora/json-schema-test-suite/tests/draft2020-12 \
+        [--data .../tests/draft2019-09 --data .../tests/draft6 --data .../tests/draft4] \
         --tokenizer smollm2 [--engines ours,llguidance,xgrammar] [--limit N] [--timeout S]
+
+Each --data folder is a row of the table; a Test-Suite folder's dialect is given to its schemas as `$schema`.
 
 Rules (MaskBench's): each instance is serialized compactly and tokenized once (every engine gets the same
 ids); a valid instance must be accepted token by token and be able to end there, an invalid one must hit a

@@ -95,3 +95,31 @@ def check_schema(schema: Any, max_depth: int = MAX_DEPTH) -> None:
         _meta_validator(draft).validate(schema)
     except jsonschema_rs.ValidationError as exc:
         raise InvalidSchemaError(exc.message, pointer(list(exc.instance_path))) from None
+    except ValueError as exc:  # a lone surrogate (JSON's "\ud800" is no Unicode text), a non-string key
+        where = pointer(unreadable(schema) or []).encode("utf-8", "backslashreplace").decode("utf-8")
+        raise InvalidSchemaError(f"the schema is not Unicode JSON text: {exc}", where) from None
+
+
+def unreadable(value: Any) -> list[str] | None:
+    """Path to the first key or string that is no UTF-8 text (a lone surrogate) or a non-string key."""
+    stack: list[tuple[Any, list[str]]] = [(value, [])]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str) and not _is_text(item):
+            return path
+        entries = (
+            item.items() if isinstance(item, dict) else enumerate(item) if isinstance(item, list) else ()
+        )
+        for key, child in reversed(list(entries)):
+            if isinstance(item, dict) and not (isinstance(key, str) and _is_text(key)):
+                return [*path, str(key)]
+            stack.append((child, [*path, str(key)]))
+    return None
+
+
+def _is_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

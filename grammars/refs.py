@@ -9,7 +9,7 @@ pointers (percent-decoded, ``~1``/``~0`` unescaped) or anchor names. Unresolvabl
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urldefrag, urljoin
@@ -66,9 +66,36 @@ def escape_token(token: str) -> str:
 
 
 def _id_of(schema: dict, draft: int) -> str | None:
+    """The schema's ``$id`` (``id`` in draft 04). In drafts 04-07 every keyword beside ``$ref`` is ignored,
+    so is such an ``$id`` (a plain-name ``#anchor`` one still names the schema, as in ``referencing``)."""
     key = "id" if draft == 4 else "$id"
     value = schema.get(key)
-    return value if isinstance(value, str) else None
+    if not isinstance(value, str):
+        return None
+    if draft <= 7 and "$ref" in schema and not value.startswith("#"):
+        return None
+    return value
+
+
+def _children(schema: dict, base: str, pointer: str) -> Iterator[tuple[Any, str, str]]:
+    """(sub-schema, base, pointer) of each sub-schema of ``schema``, in document-keyword order."""
+    for key in _SCHEMA_MAP_KEYWORDS:
+        sub = schema.get(key)
+        if isinstance(sub, dict):
+            for name, value in sub.items():
+                yield value, base, f"{pointer}/{key}/{escape_token(name)}"
+    for key in _SCHEMA_LIST_KEYWORDS:
+        sub = schema.get(key)
+        if isinstance(sub, list):
+            for i, value in enumerate(sub):
+                yield value, base, f"{pointer}/{key}/{i}"
+    for key in _SCHEMA_KEYWORDS:
+        sub = schema.get(key)
+        if isinstance(sub, list):
+            for i, value in enumerate(sub):
+                yield value, base, f"{pointer}/{key}/{i}"
+        elif key in schema:
+            yield sub, base, f"{pointer}/{key}"
 
 
 class Registry:
@@ -93,8 +120,17 @@ class Registry:
         self._walk(schema, base, pointer)
 
     def _walk(self, schema: Any, base: str, pointer: str) -> None:
-        if not isinstance(schema, dict):
-            return
+        """Index the ``$id``s and anchors of ``schema`` and its sub-schemas: pre-order, iterative (a schema
+        nested thousands deep is indexed, not a ``RecursionError``)."""
+        stack = [(schema, base, pointer)]
+        while stack:
+            node, base, pointer = stack.pop()
+            if isinstance(node, dict):
+                base = self._register(node, base, pointer)
+                stack.extend(reversed(list(_children(node, base, pointer))))
+
+    def _register(self, schema: dict, base: str, pointer: str) -> str:
+        """Index the schema's own ``$id``/anchor; returns the base URI in effect inside it."""
         sid = _id_of(schema, self.draft)
         if sid is not None:
             if sid.startswith("#") and self.draft <= 7:
@@ -109,23 +145,7 @@ class Registry:
         anchor = schema.get("$anchor")
         if isinstance(anchor, str):
             self.anchors[f"{base}#{anchor}"] = (schema, pointer)
-        for key in _SCHEMA_MAP_KEYWORDS:
-            sub = schema.get(key)
-            if isinstance(sub, dict):
-                for name, value in sub.items():
-                    self._walk(value, base, f"{pointer}/{key}/{escape_token(name)}")
-        for key in _SCHEMA_LIST_KEYWORDS:
-            sub = schema.get(key)
-            if isinstance(sub, list):
-                for i, value in enumerate(sub):
-                    self._walk(value, base, f"{pointer}/{key}/{i}")
-        for key in _SCHEMA_KEYWORDS:
-            sub = schema.get(key)
-            if isinstance(sub, list):
-                for i, value in enumerate(sub):
-                    self._walk(value, base, f"{pointer}/{key}/{i}")
-            else:
-                self._walk(sub, base, f"{pointer}/{key}")
+        return base
 
     def base_of(self, node: Node) -> str:
         """Base URI in effect inside ``node`` (its own ``$id`` applied)."""

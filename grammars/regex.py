@@ -295,10 +295,9 @@ def char_literal(c: str) -> str:
     cp = ord(c)
     if 0x20 <= cp < 0x7F and c not in '"\\/':
         return lit(c)
-    forms = cps_json([(cp, cp)])
-    if forms is None:
-        raise ValueError("lone surrogate")
-    return forms
+    if 0xD800 <= cp <= 0xDFFF:  # a lone surrogate: valid JSON only as a \uXXXX escape (no UTF-8 form)
+        return "\\\\u" + concat_atom(fixed_range(cp, cp, 4, 16))
+    return cps_json([(cp, cp)]) or ""
 
 
 def string_literal(text: str) -> str:

@@ -15,8 +15,8 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
 
 from server.chat import ChatService
-from server.errors import install_error_handlers
-from server.limits import Limits, check_api_key, check_body_size, check_queue, check_request
+from server.errors import APIError, install_error_handlers
+from server.limits import Limits, check_api_key, check_body_depth, check_body_size, check_queue, check_request
 from server.metrics import Metrics
 from server.protocol import ChatCompletion, ChatCompletionRequest, ModelCard, ModelList
 
@@ -93,10 +93,16 @@ async def _parse(raw: Request, limits: Limits) -> ChatCompletionRequest:
     async for part in raw.stream():
         body += part
         check_body_size(len(body), limits)
+    check_body_depth(bytes(body), limits)  # json.loads and the validators below recurse
     try:
         payload = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RequestValidationError([{"type": "json_invalid", "loc": ("body",), "msg": str(exc)}]) from None
+    except RecursionError:  # unreachable after check_body_depth, kept as a guard: a 400, never a 500
+        raise APIError(
+            f"the request JSON nests too deep; the limit is max_json_depth={limits.max_json_depth}",
+            code="json_too_deep",
+        ) from None
     if not isinstance(payload, dict):
         raise RequestValidationError(
             [{"type": "json_invalid", "loc": ("body",), "msg": "the body must be a JSON object"}]

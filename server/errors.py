@@ -28,6 +28,7 @@ class APIError(Exception):
         code: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
+        message, param = _text(message), _text(param)  # echoed user input may hold lone surrogates
         super().__init__(message)
         self.message = message
         self.status = status
@@ -41,6 +42,11 @@ class APIError(Exception):
 
     def response(self) -> JSONResponse:
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+def _text(value: str | None) -> str | None:
+    """`value` as UTF-8-encodable text: a lone surrogate (from a "\\ud800" escape) becomes `\\ud800`."""
+    return value if value is None else value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _param_path(loc: tuple) -> str | None:

@@ -1,8 +1,9 @@
 """Request limits and the optional API key, checked before any work is queued.
 
-Contract: `Limits` holds the bounds (body size, messages, schema size, queue length, compile budget, request
-timeout); `check_request(request, limits)` raises an OpenAI-shaped `APIError` naming the parameter for a
-request that exceeds them; `check_api_key(header, key)` raises 401 unless the `Authorization: Bearer` key
+Contract: `Limits` holds the bounds (body size, JSON nesting depth, messages, schema size, queue length,
+compile budget, request timeout); `check_body_depth(body, limits)` (on the raw bytes, before parsing) and
+`check_request(request, limits)` raise an OpenAI-shaped `APIError` naming the parameter for a request that
+exceeds them; `check_api_key(header, key)` raises 401 unless the `Authorization: Bearer` key
 matches (no key configured: everything passes).
 """
 
@@ -13,6 +14,7 @@ import json
 from dataclasses import dataclass
 
 from server.errors import APIError
+from server.nesting import Structure
 from server.protocol import ChatCompletionRequest
 
 
@@ -21,6 +23,7 @@ class Limits:
     max_body_bytes: int = 4 * 1024 * 1024
     max_messages: int = 1024
     max_schema_bytes: int = 256 * 1024
+    max_json_depth: int = 128  # nested arrays/objects in the body; real-world schemas nest < 64 (+5 around)
     max_queue: int = 256
     compile_timeout_s: float = 30.0
     max_automaton_states: int = 200_000
@@ -34,6 +37,32 @@ def check_body_size(size: int, limits: Limits) -> None:
             status=413,
             code="request_too_large",
         )
+
+
+def check_body_depth(body: bytes, limits: Limits) -> None:
+    """Refuse a body nested deeper than `max_json_depth`, before any recursive parser or validator sees it."""
+    structure = Structure.of(body)
+    if structure.max_depth <= limits.max_json_depth:
+        return
+    path = structure.path_to_depth(limits.max_json_depth)
+    pointer = "".join("/" + token.replace("~", "~0").replace("/", "~1") for token in path)
+    raise APIError(
+        f"the request JSON nests {structure.max_depth} levels deep (at '{pointer}'); "
+        f"the limit is max_json_depth={limits.max_json_depth}",
+        param=_param_of(path),
+        code="json_too_deep",
+    )
+
+
+def _param_of(path: list[str]) -> str | None:
+    """The request parameter that holds `path`: a schema's own parameter, else the top-level field."""
+    if path[:3] == ["response_format", "json_schema", "schema"]:
+        return "response_format.json_schema.schema"
+    if path[:1] == ["tools"] and path[2:4] == ["function", "parameters"]:
+        return f"tools[{path[1]}].function.parameters"
+    if path[:2] == ["structured_outputs", "json"]:
+        return "structured_outputs.json"
+    return path[0] if path else None
 
 
 def check_request(request: ChatCompletionRequest, limits: Limits) -> None:

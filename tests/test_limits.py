@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -113,6 +115,78 @@ def test_stream_disconnect_frees_the_slot(live_server, adversary_service):
             next(chunks)
         assert adversary_service.engine.batch_size >= 1
     assert wait_until_idle(adversary_service)
+
+
+def with_field(field: str, value: str) -> bytes:
+    """PAYLOAD's raw JSON plus `"field": value` (built as text: json.dumps would recurse)."""
+    return f'{json.dumps(PAYLOAD)[:-1]}, "{field}": {value}}}'.encode()
+
+
+def deep_schema_body(levels: int) -> bytes:
+    """A request whose response_format schema is an object nested `levels` objects deep."""
+    schema = '{"type": "object", "properties": {"a": ' * levels + '{"type": "string"}' + "}}" * levels
+    fmt = f'{{"type": "json_schema", "json_schema": {{"name": "d", "schema": {schema}}}}}'
+    return with_field("response_format", fmt)
+
+
+def post_raw(server, body: bytes, key: str | None = "sekret") -> httpx.Response:
+    headers = {"content-type": "application/json"} | ({"Authorization": f"Bearer {key}"} if key else {})
+    return httpx.post(server.url + "/v1/chat/completions", content=body, headers=headers, timeout=60)
+
+
+def test_deep_body_is_400_naming_the_limit(guarded):
+    """A body nested 2,000 deep failed while being decoded (500); now a 400 before any parser runs."""
+    response = post_raw(guarded, with_field("metadata", '{"a": ' * 2_000 + "1" + "}" * 2_000))
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "json_too_deep" and error["param"] == "metadata"
+    assert "2001 levels" in error["message"] and "max_json_depth=128" in error["message"]
+    assert "'/metadata" + "/a" * 127 + "'" in error["message"]
+    assert post(guarded, PAYLOAD).status_code == 200
+
+
+def test_deep_schema_is_400_naming_the_limit(guarded):
+    """A schema nested 200 objects deep was a 500 (maximum recursion depth exceeded)."""
+    response = post_raw(guarded, deep_schema_body(200))
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "json_too_deep" and error["param"] == "response_format.json_schema.schema"
+    assert "'/response_format/json_schema/schema/properties/a/properties/a/" in error["message"]
+    assert post(guarded, PAYLOAD).status_code == 200
+
+
+def test_deep_input_past_a_raised_limit_is_still_400(adversary_service):
+    """With the depth limit raised out of the way, the parser's and the schema checker's own guards answer."""
+    with LiveServer(create_app(adversary_service, Limits(max_json_depth=10**6)), free_port()) as server:
+        for body in (with_field("metadata", "[" * 2_000 + "]" * 2_000), deep_schema_body(200)):
+            response = post_raw(server, body, key=None)
+            assert response.status_code == 400, response.text
+            assert response.json()["error"]["code"] in ("json_too_deep", "invalid_schema")
+        assert post(server, PAYLOAD, key=None).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        '{"type": "string", "pattern": "a\\ud800"}',
+        '{"type": "object", "properties": {"\\udfff": {"type": "string"}}, "required": ["\\udfff"]}',
+        '{"const": "\\ud800"}',
+        '{"enum": ["x", "\\ud800\\ud800"]}',
+    ],
+)
+def test_lone_surrogates_are_not_500(adversary_service, schema):
+    """JSON's "\\ud800" escapes decode to lone surrogates, which no UTF-8 encoder takes (was a 500)."""
+    with LiveServer(create_app(adversary_service), free_port()) as server:
+        fmt = f'{{"type": "json_schema", "json_schema": {{"name": "s", "schema": {schema}}}}}'
+        response = post_raw(server, with_field("response_format", fmt), key=None)
+        assert response.status_code in (200, 400), response.text
+        if response.status_code == 400:
+            assert response.json()["error"]["code"] in (
+                "invalid_schema",
+                "unsupported_schema",
+                "max_tokens_too_small",
+            )
+        assert post(server, PAYLOAD, key=None).status_code == 200
 
 
 def wait_until_idle(service, seconds: float = 10.0) -> bool:
