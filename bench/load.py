@@ -28,6 +28,7 @@ import itertools
 import json
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -418,6 +419,7 @@ def main() -> None:
     args.requests = args.requests or (24 if args.hostile else 32)
     process = None
     base, pid = args.url, args.server_pid
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout`/kill: still stop the server below
     if base is None:
         process, base = start_server()
         pid = process.pid
@@ -431,7 +433,11 @@ def main() -> None:
     finally:
         if process is not None:
             process.terminate()
-            process.wait(30)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:  # requests still decoding: do not leave it behind
+                process.kill()
+                process.wait()
     if not passed:
         sys.exit(1)
 

@@ -1,6 +1,7 @@
 """The FastAPI application: routes only; the work is in `server.chat` and `constrained.engine`.
 
-Contract: `create_app(service, limits, api_key)` serves `POST /v1/chat/completions`, `GET /v1/models`,
+Contract: `create_app(service, limits, api_key)` serves `POST /v1/chat/completions`, `POST /v1/responses`
+(translated onto the chat path by `server.responses`), `GET /v1/models`,
 `GET /health` and `GET /metrics` (Prometheus), with OpenAI-shaped errors for every failure (see
 `server.errors`); `/v1/*` requires `Authorization: Bearer <api_key>` when a key is set.
 """
@@ -8,17 +9,22 @@ Contract: `create_app(service, limits, api_key)` serves `POST /v1/chat/completio
 from __future__ import annotations
 
 import json
+import math
+from typing import TypeVar
 
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from server.chat import ChatService
 from server.errors import APIError, install_error_handlers
 from server.limits import Limits, check_api_key, check_body_depth, check_body_size, check_queue, check_request
 from server.metrics import Metrics
 from server.protocol import ChatCompletion, ChatCompletionRequest, ModelCard, ModelList
+from server.responses import ResponseObject, ResponsesRequest, ResponsesService
+
+RequestModel = TypeVar("RequestModel", bound=BaseModel)
 
 
 def create_app(service: ChatService, limits: Limits | None = None, api_key: str | None = None) -> FastAPI:
@@ -81,10 +87,50 @@ def create_app(service: ChatService, limits: Limits | None = None, api_key: str 
             )
         return await service.complete(prepared, raw.is_disconnected)
 
+    responses_service = ResponsesService(service)
+
+    @app.post(
+        "/v1/responses",
+        response_model=ResponseObject,
+        dependencies=[Depends(authorized)],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": ResponsesRequest.model_json_schema()}},
+            }
+        },
+    )
+    async def responses(raw: Request):
+        request = await _parse(raw, limits, ResponsesRequest)
+        check_queue(service.engine.queue_depth, limits)
+        prepared = await responses_service.prepare(request, limits)
+        if request.stream:
+            return StreamingResponse(
+                responses_service.stream(prepared),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        return await responses_service.create(prepared, raw.is_disconnected)
+
     return app
 
 
-async def _parse(raw: Request, limits: Limits) -> ChatCompletionRequest:
+def _no_constant(name: str) -> float:
+    """Python's json reads NaN, Infinity and -Infinity; JSON has no such numbers (RFC 8259)."""
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    """A JSON number as a float, unless it overflows (`1e400` would become inf)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return value
+
+
+async def _parse(
+    raw: Request, limits: Limits, model: type[RequestModel] = ChatCompletionRequest
+) -> RequestModel:
     """Parse the body ourselves so that invalid JSON and schema violations share one error path."""
     declared = raw.headers.get("content-length")
     if declared is not None and declared.isdigit():
@@ -95,8 +141,8 @@ async def _parse(raw: Request, limits: Limits) -> ChatCompletionRequest:
         check_body_size(len(body), limits)
     check_body_depth(bytes(body), limits)  # json.loads and the validators below recurse
     try:
-        payload = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        payload = json.loads(body, parse_constant=_no_constant, parse_float=_finite_float)
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError, and the two hooks' ValueError
         raise RequestValidationError([{"type": "json_invalid", "loc": ("body",), "msg": str(exc)}]) from None
     except RecursionError:  # unreachable after check_body_depth, kept as a guard: a 400, never a 500
         raise APIError(
@@ -108,6 +154,6 @@ async def _parse(raw: Request, limits: Limits) -> ChatCompletionRequest:
             [{"type": "json_invalid", "loc": ("body",), "msg": "the body must be a JSON object"}]
         )
     try:
-        return ChatCompletionRequest.model_validate(payload)
+        return model.model_validate(payload)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from None

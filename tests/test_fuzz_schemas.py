@@ -84,3 +84,21 @@ def test_deep_nesting_compiles_or_refuses(worker: CompileWorker, wrapper: str) -
         }[wrapper]
     outcome = worker.check(schema, [], DEADLINE_S)
     assert outcome.kind in ("compiled", "refused"), outcome.detail
+
+
+@pytest.mark.xfail(strict=True, reason="compiler: NaN/inf raise ValueError, InvalidOperation, OverflowError")
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"enum": [float("inf")]},
+        {"const": float("nan")},
+        {"type": "number", "multipleOf": float("nan")},
+        {"type": "integer", "multipleOf": float("inf")},
+        {"type": "integer", "minimum": float("nan")},
+    ],
+    ids=["enum-inf", "const-nan", "multipleOf-nan", "multipleOf-inf", "minimum-nan"],
+)
+def test_non_finite_numbers_compile_or_refuse(worker: CompileWorker, schema: Any) -> None:
+    """Python callers can pass NaN/inf (the server answers them with a 400 before compiling)."""
+    outcome = worker.check(schema, [], DEADLINE_S)
+    assert outcome.kind in ("compiled", "refused"), outcome.detail

@@ -168,6 +168,26 @@ def test_deep_input_past_a_raised_limit_is_still_400(adversary_service):
 @pytest.mark.parametrize(
     "schema",
     [
+        '{"const": NaN}',
+        '{"enum": [1, Infinity]}',
+        '{"type": "number", "multipleOf": NaN}',
+        '{"type": "integer", "minimum": -Infinity}',
+        '{"type": "integer", "multipleOf": 1e400}',
+    ],
+)
+def test_non_finite_numbers_are_400(guarded, schema):
+    """Python's json reads NaN, Infinity and 1e400 (as inf); they are no JSON numbers and reached the
+    compiler, which raised ValueError/InvalidOperation/OverflowError (a 500)."""
+    fmt = f'{{"type": "json_schema", "json_schema": {{"name": "n", "schema": {schema}}}}}'
+    response = post_raw(guarded, with_field("response_format", fmt))
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_json"
+    assert post(guarded, PAYLOAD).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
         '{"type": "string", "pattern": "a\\ud800"}',
         '{"type": "object", "properties": {"\\udfff": {"type": "string"}}, "required": ["\\udfff"]}',
         '{"const": "\\ud800"}',
