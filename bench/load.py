@@ -380,6 +380,8 @@ def run_hostile(base: str, model: str, args: argparse.Namespace, pid: int | None
         for error in level.errors:
             print(f"  error: {error}", flush=True)
 
+    for error in warm.errors:
+        print(f"  warm-up error: {error}", flush=True)
     alone = asyncio.run(run_level(base, model, concurrency, args.requests, args.max_tokens, stride=6))
     report("alone", alone)
     with_hostile, hostile, sent = asyncio.run(

@@ -1350,6 +1350,10 @@ def compile_json_schema(
         raise SchemaError("the schema admits no instance", "false", "") from None
     except RecursionError:
         raise SchemaError("schema nesting too deep", "$", "") from None
+    except SchemaError:
+        raise
+    except (ValueError, ArithmeticError) as exc:  # NaN/inf from a non-JSON parser (json.loads reads them)
+        raise SchemaError(f"not a finite JSON number: {exc}", "$", "") from None
     explain = tuple(ExplainEntry(p, tuple(sorted(k))) for p, k in sorted(compiler.explain.items()))
     grammar = RuleGrammar(
         compiler.budget(root, ""), tuple(compiler.rules), frozenset(compiler.recursive), options.stack_limit

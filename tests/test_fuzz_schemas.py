@@ -86,7 +86,6 @@ def test_deep_nesting_compiles_or_refuses(worker: CompileWorker, wrapper: str) -
     assert outcome.kind in ("compiled", "refused"), outcome.detail
 
 
-@pytest.mark.xfail(strict=True, reason="compiler: NaN/inf raise ValueError, InvalidOperation, OverflowError")
 @pytest.mark.parametrize(
     "schema",
     [
