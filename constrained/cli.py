@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from constrained.runtimes import RUNTIMES
+
 BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
 PLUGIN_GROUP = "constrained.commands"
 
@@ -99,6 +101,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Nam
     gen.add_argument("--system", help="an optional system message")
     gen.add_argument("--max-tokens", type=int, default=256, help="completion token limit (default 256)")
     gen.add_argument("--model", default="embedded", help="'embedded' (default), a model folder or a .gguf")
+    gen.add_argument("--runtime", choices=RUNTIMES, default="auto", help="llama.cpp, torch or auto (default)")
     gen.add_argument("--seed", type=int, help="sampling seed (reproducible output)")
     gen.add_argument("--temperature", type=float, default=0.7, help="0 = greedy (default 0.7)")
 
@@ -227,9 +230,9 @@ def _generate(args: argparse.Namespace) -> None:
     from grammars import SchemaError
 
     params = SamplingParams(temperature=args.temperature, seed=args.seed)  # validates the ranges
-    loaded = load_model(args.model)
+    loaded = load_model(args.model, runtime=args.runtime)
     tokenizer = loaded.tokenizer
-    info = TokenizerInfo.from_huggingface(tokenizer, int(loaded.model.config.vocab_size))
+    info = TokenizerInfo.from_huggingface(tokenizer, loaded.vocab_size)
     compiler = GrammarCompiler(info)
     try:
         if schema is not None:
@@ -253,7 +256,7 @@ def _generate(args: argparse.Namespace) -> None:
     import queue
 
     events: queue.Queue = queue.Queue()
-    engine = Engine(loaded.model, tokenizer, max_batch_size=1)
+    engine = Engine(loaded.runtime(1), tokenizer, max_batch_size=1)
     try:
         engine.submit(request, events.put)
         reason, usage = "length", None

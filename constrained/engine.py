@@ -1,13 +1,14 @@
 """The decode loop: continuous batching of constrained generation on one model.
 
 Contract:
-- `Engine(model, tokenizer)` starts one worker thread that owns the model. `submit(request, emit)` queues a
-  `GenerationRequest` and returns a `RequestHandle`; the worker calls `emit(event)` from its thread with
-  `ChoiceDelta`, `ChoiceFinished`, then one `RequestFinished` (or one `RequestFailed`).
+- `Engine(runtime, tokenizer)` starts one worker thread that owns the `ModelRuntime` (torch or llama.cpp).
+  `submit(request, emit)` queues a `GenerationRequest` and returns a `RequestHandle`; the worker calls
+  `emit(event)` from its thread with `ChoiceDelta`, `ChoiceFinished`, then one `RequestFinished` (or one
+  `RequestFailed`).
 - Requests that arrive while others decode join the running batch after their prefill; the `n` choices
   of a request share one prefill; finished or cancelled sequences leave the batch. Every step runs one
-  forward pass for the whole batch (left-padded KV cache), fills the grammar bitmask for every row, and
-  samples all rows with `constrained.sampling` as batched torch ops.
+  forward pass for the whole batch (the runtime keeps the KV cache), fills the grammar bitmask for every
+  row, and samples all rows with `constrained.sampling` as batched torch ops.
 - A failure inside one request fails that request only; a failure of the batch forward fails the requests
   in that batch, and the worker keeps serving.
 """
@@ -25,11 +26,12 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
-from transformers import DynamicCache, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from constrained.bitmask import allocate_bitmask
 from constrained.detokenizer import IncrementalText
 from constrained.grammar import Grammar, Matcher
+from constrained.runtimes.base import ModelRuntime
 from constrained.sampling import SamplingParams, TokenHistory, sample
 
 log = logging.getLogger(__name__)
@@ -117,6 +119,7 @@ class _Sequence:
     generator: torch.Generator
     text: IncrementalText
     generated: int = 0
+    last_token: int = 0  # fed to the model at the next step
     finished: bool = False
     recent: deque[int] = field(default_factory=lambda: deque(maxlen=_GUARD_WINDOW))
     closing_deadline: int | None = None  # set by the degeneration guard: finish by this many tokens
@@ -125,25 +128,21 @@ class _Sequence:
 class Engine:
     def __init__(
         self,
-        model: torch.nn.Module,
+        runtime: ModelRuntime,
         tokenizer: PreTrainedTokenizerBase,
         *,
         max_batch_size: int = 32,
         context_window: int | None = None,
     ) -> None:
-        self.model = model
+        self.runtime = runtime
         self.tokenizer = tokenizer
-        self.device = next(model.parameters()).device
-        self.vocab_size = int(model.config.vocab_size)
-        self.context_window = context_window or int(getattr(model.config, "max_position_embeddings", 2048))
+        self.device = runtime.device
+        self.vocab_size = runtime.vocab_size
+        self.context_window = min(context_window or runtime.context_window, runtime.context_window)
         self.max_batch_size = max_batch_size
         self.eos_token_ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
         self._queue: queue.Queue[RequestHandle | None] = queue.Queue()
         self._rows: list[_Sequence] = []
-        self._cache: DynamicCache | None = None
-        self._attention = torch.zeros(0, 0, dtype=torch.long, device=self.device)
-        self._positions = torch.zeros(0, dtype=torch.long, device=self.device)
-        self._last_tokens = torch.zeros(0, dtype=torch.long, device=self.device)
         self._history = TokenHistory.empty(self.vocab_size, self.device)
         self._stopping = False
         self.observer: EngineObserver | None = None
@@ -231,44 +230,28 @@ class Engine:
             handle.emit(RequestFailed(message))
 
     def _prefill(self, handles: list[RequestHandle]) -> None:
-        """One left-padded forward pass over the prompts; the n choices of a request share its row."""
+        """One forward pass over the prompts; the n choices of a request share its prompt's KV cache."""
         prompts = [handle.request.prompt_ids for handle in handles]
-        width = max(map(len, prompts))
-        ids = torch.zeros(len(prompts), width, dtype=torch.long)
-        attention = torch.zeros(len(prompts), width, dtype=torch.long)
-        for i, prompt in enumerate(prompts):
-            ids[i, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
-            attention[i, width - len(prompt) :] = 1
-        ids, attention = ids.to(self.device), attention.to(self.device)
-        cache = DynamicCache()
-        out = self.model(
-            input_ids=ids,
-            attention_mask=attention,
-            position_ids=(attention.cumsum(dim=1) - 1).clamp(min=0),
-            cache=cache,
-            use_cache=True,
-        )
-        counts = torch.tensor([handle.request.n for handle in handles])
-        expand = torch.repeat_interleave(torch.arange(len(handles)), counts).to(self.device)
-        if len(expand) != len(handles):
-            cache = DynamicCache(
-                [
-                    (layer.keys.index_select(0, expand), layer.values.index_select(0, expand))
-                    for layer in cache.layers
-                ]
-            )
-            attention = attention.index_select(0, expand)
+        logits = self.runtime.prefill(prompts, [handle.request.n for handle in handles])
         rows = [self._new_sequence(handle, i) for handle in handles for i in range(handle.request.n)]
+        first_row = len(self._rows)
+        history = TokenHistory.from_prompts(
+            [seq.handle.request.prompt_ids for seq in rows], self.vocab_size, self.device
+        )
+        self._rows = self._rows + rows
+        self._history = self._history.concat(history)
         if self.observer is not None:
             for handle in handles:
                 self.observer.observe_first_token(time.perf_counter() - handle.submitted)
-        row_prompts = [seq.handle.request.prompt_ids for seq in rows]
-        history = TokenHistory.from_prompts(row_prompts, self.vocab_size, self.device)
-        tokens, logprobs = self._sample(out.logits[:, -1, :].float().index_select(0, expand), rows, history)
-        positions = torch.tensor([len(p) for p in row_prompts], dtype=torch.long, device=self.device)
-        self._merge(rows, cache, attention, positions, history)
-        self._advance(len(self._rows) - len(rows), tokens, logprobs)
-        self._drop_finished()
+        try:
+            tokens, logprobs = self._sample(logits, rows, history)
+            self._advance(first_row, tokens, logprobs)
+        except Exception:
+            for seq in rows:
+                seq.finished = True
+            raise
+        finally:
+            self._drop_finished()
 
     def _new_sequence(self, handle: RequestHandle, index: int) -> _Sequence:
         request = handle.request
@@ -279,18 +262,8 @@ class Engine:
         return _Sequence(handle, index, matcher, generator, IncrementalText(self.tokenizer, request.stop))
 
     def _decode_step(self) -> None:
-        batch = len(self._rows)
-        ones = torch.ones(batch, 1, dtype=torch.long, device=self.device)
-        self._attention = torch.cat([self._attention, ones], dim=1)
-        out = self.model(
-            input_ids=self._last_tokens[:, None],
-            attention_mask=self._attention,
-            position_ids=self._positions[:, None],
-            cache=self._cache,
-            use_cache=True,
-        )
-        self._positions = self._positions + 1
-        tokens, logprobs = self._sample(out.logits[:, -1, :].float(), self._rows, self._history)
+        logits = self.runtime.decode([seq.last_token for seq in self._rows])
+        tokens, logprobs = self._sample(logits, self._rows, self._history)
         self._advance(0, tokens, logprobs)
         self._drop_finished()
 
@@ -405,9 +378,9 @@ class Engine:
         """Feed the sampled tokens to rows first_row.. and emit their events."""
         rows = self._rows[first_row : first_row + len(tokens)]
         token_tensor = torch.tensor(tokens, dtype=torch.long, device=self.device)
-        self._last_tokens[first_row : first_row + len(tokens)] = token_tensor
         self._history.append(token_tensor, rows=slice(first_row, first_row + len(tokens)))
         for offset, (seq, token) in enumerate(zip(rows, tokens, strict=True)):
+            seq.last_token = token
             if seq.handle.cancelled.is_set():
                 seq.finished = True
                 continue
@@ -462,37 +435,6 @@ class Engine:
                 self.observer.observe_finished(len(handle.request.prompt_ids), handle.completion_tokens)
 
     # ------------------------------------------------------------------ batch bookkeeping
-    def _merge(
-        self,
-        rows: list[_Sequence],
-        cache: DynamicCache,
-        new_attention: torch.Tensor,
-        new_positions: torch.Tensor,
-        history: TokenHistory,
-    ) -> None:
-        """Append prefilled rows to the batch, left-padding whichever KV cache is shorter."""
-        length = new_attention.shape[1]
-        new_last = torch.zeros(len(rows), dtype=torch.long, device=self.device)
-        if self._cache is None or not self._rows:
-            self._cache, self._attention = cache, new_attention
-            self._positions, self._last_tokens, self._history = new_positions, new_last, history
-            self._rows = rows
-            return
-        width = max(self._attention.shape[1], length)
-        layers = []
-        for old, new in zip(self._cache.layers, cache.layers, strict=True):
-            keys = torch.cat([_left_pad(old.keys, width), _left_pad(new.keys, width)], dim=0)
-            values = torch.cat([_left_pad(old.values, width), _left_pad(new.values, width)], dim=0)
-            layers.append((keys, values))
-        self._cache = DynamicCache(layers)
-        self._attention = torch.cat(
-            [_left_pad_mask(self._attention, width), _left_pad_mask(new_attention, width)], dim=0
-        )
-        self._positions = torch.cat([self._positions, new_positions])
-        self._last_tokens = torch.cat([self._last_tokens, new_last])
-        self._history = self._history.concat(history)
-        self._rows = self._rows + rows
-
     def _drop_finished(self) -> None:
         keep = [
             i for i, seq in enumerate(self._rows) if not seq.finished and not seq.handle.cancelled.is_set()
@@ -502,39 +444,11 @@ class Engine:
         if not keep:
             self._reset_batch()
             return
-        index = torch.tensor(keep, dtype=torch.long, device=self.device)
-        attention = self._attention.index_select(0, index)
-        start = int((attention.sum(dim=0) > 0).nonzero()[0])  # drop columns that are padding in every row
-        layers = [
-            (
-                layer.keys.index_select(0, index)[:, :, start:],
-                layer.values.index_select(0, index)[:, :, start:],
-            )
-            for layer in self._cache.layers
-        ]
-        self._cache = DynamicCache(layers)
-        self._attention = attention[:, start:]
-        self._positions = self._positions.index_select(0, index)
-        self._last_tokens = self._last_tokens.index_select(0, index)
-        self._history = self._history.select(index)
+        self.runtime.keep(keep)
+        self._history = self._history.select(torch.tensor(keep, dtype=torch.long, device=self.device))
         self._rows = [self._rows[i] for i in keep]
 
     def _reset_batch(self) -> None:
         self._rows = []
-        self._cache = None
-        self._attention = torch.zeros(0, 0, dtype=torch.long, device=self.device)
+        self.runtime.reset()
         self._history = TokenHistory.empty(self.vocab_size, self.device)
-
-
-def _left_pad(tensor: torch.Tensor, width: int) -> torch.Tensor:
-    """Left-pad a [batch, heads, time, dim] cache tensor with zeros to `width` time steps."""
-    missing = width - tensor.shape[2]
-    if missing == 0:
-        return tensor
-    pad = tensor.new_zeros(tensor.shape[0], tensor.shape[1], missing, tensor.shape[3])
-    return torch.cat([pad, tensor], dim=2)
-
-
-def _left_pad_mask(mask: torch.Tensor, width: int) -> torch.Tensor:
-    missing = width - mask.shape[1]
-    return mask if missing == 0 else torch.cat([mask.new_zeros(mask.shape[0], missing), mask], dim=1)

@@ -741,7 +741,7 @@ def generate_with_model(
 
     loaded = loaded or load_model(model)
     tokenizer = loaded.tokenizer
-    info = TokenizerInfo.from_huggingface(tokenizer, int(loaded.model.config.vocab_size))
+    info = TokenizerInfo.from_huggingface(tokenizer, loaded.vocab_size)
     grammar = GrammarCompiler(info).compile_json_schema(schema)
     messages = [
         {"role": "system", "content": "You produce realistic example JSON data. Answer with JSON only."},
@@ -755,7 +755,8 @@ def generate_with_model(
     except Exception:  # no chat template: plain prompt
         prompt = messages[0]["content"] + "\n" + messages[1]["content"] + "\n"
     prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
-    engine = Engine(loaded.model, tokenizer, max_batch_size=max(1, min(n, 32)))
+    batch = max(1, min(n, 32))
+    engine = Engine(loaded.runtime(batch), tokenizer, max_batch_size=batch)
     events: queue.Queue = queue.Queue()
     try:
         request = GenerationRequest(

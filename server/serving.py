@@ -13,7 +13,7 @@ import uvicorn
 from constrained.compile_pool import IsolatedCompiler
 from constrained.engine import Engine
 from constrained.grammar import GrammarCompiler
-from constrained.models import LoadedModel, load_model
+from constrained.models import LoadedModel, Runtime, load_model
 from constrained.tokenizer_info import TokenizerInfo
 from server.app import create_app
 from server.chat import ChatService
@@ -26,8 +26,8 @@ def build_service(
     loaded: LoadedModel, *, max_batch_size: int = 32, limits: Limits | None = None
 ) -> ChatService:
     limits = limits or Limits()
-    info = TokenizerInfo.from_huggingface(loaded.tokenizer, int(loaded.model.config.vocab_size))
-    engine = Engine(loaded.model, loaded.tokenizer, max_batch_size=max_batch_size)
+    info = TokenizerInfo.from_huggingface(loaded.tokenizer, loaded.vocab_size)
+    engine = Engine(loaded.runtime(max_batch_size), loaded.tokenizer, max_batch_size=max_batch_size)
     # schema walks run in worker processes: a heavy or hostile schema never holds the decode loop's GIL
     compiler = GrammarCompiler(
         info, max_states=limits.max_automaton_states, compile_schema=IsolatedCompiler()
@@ -47,14 +47,16 @@ def serve(
     host: str,
     port: int,
     *,
+    runtime: Runtime = "auto",
     max_batch_size: int = 32,
     limits: Limits | None = None,
     api_key: str | None = None,
 ) -> None:
     """Serve until interrupted; on SIGINT/SIGTERM uvicorn stops accepting, in-flight requests finish."""
     limits = limits or Limits()
-    log.info("loading model %s", model)
-    service = build_service(load_model(model), max_batch_size=max_batch_size, limits=limits)
+    loaded = load_model(model, runtime=runtime)
+    log.info("loaded model %s on the %s runtime", model, loaded.runtime_name)
+    service = build_service(loaded, max_batch_size=max_batch_size, limits=limits)
     log.info(
         "serving %s on http://%s:%d/v1%s", service.model_id, host, port, " (API key required)" * bool(api_key)
     )

@@ -13,7 +13,8 @@ import torch
 import uvicorn
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from constrained.models import LoadedModel, load_model
+from constrained.models import LoadedModel, embedded_gguf_path, load_model
+from constrained.runtimes import llamacpp_runtime
 from server.app import create_app
 from server.serving import build_service
 
@@ -84,8 +85,30 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def adversary_service(adversary):
-    service = build_service(adversary, max_batch_size=16)
+def adversary_gguf(adversary, tmp_path_factory) -> LoadedModel:
+    """The same random weights run by llama.cpp (skipped where llama-cpp-python is not installed)."""
+    if not llamacpp_runtime.available():
+        pytest.skip("llama-cpp-python is not installed")
+    from tests.gguf_adversary import write_llama_gguf
+
+    path = write_llama_gguf(
+        adversary.model, embedded_gguf_path(), tmp_path_factory.mktemp("gguf") / "adv.gguf"
+    )
+    return LoadedModel(llamacpp_runtime.LlamaCppModel(path), adversary.tokenizer, TEST_MODEL_ID)
+
+
+RUNTIME_PARAMS = ["torch", pytest.param("llama.cpp", marks=pytest.mark.llamacpp)]
+
+
+@pytest.fixture(scope="session", params=RUNTIME_PARAMS)
+def adversary_on(request) -> LoadedModel:
+    """The adversary on each model runtime: tests using it run on torch and on llama.cpp."""
+    return request.getfixturevalue("adversary" if request.param == "torch" else "adversary_gguf")
+
+
+@pytest.fixture(scope="session")
+def adversary_service(adversary_on):
+    service = build_service(adversary_on, max_batch_size=16)
     yield service
     service.engine.shutdown()
 

@@ -96,10 +96,11 @@ def _sampled(limit: int) -> list[dict]:
     return picked[:limit]
 
 
-def test_adversary_outputs_validate(adversary):
-    info = TokenizerInfo.from_huggingface(adversary.tokenizer, adversary.model.config.vocab_size)
+def test_adversary_outputs_validate(adversary_on):
+    adversary = adversary_on
+    info = TokenizerInfo.from_huggingface(adversary.tokenizer, adversary.vocab_size)
     compiler = GrammarCompiler(info)
-    engine = Engine(adversary.model, adversary.tokenizer, max_batch_size=64)
+    engine = Engine(adversary.runtime(64), adversary.tokenizer, max_batch_size=64)
     prompt = adversary.tokenizer.encode("<|im_start|>user\nJSON<|im_end|>\n<|im_start|>assistant\n")
     done = threading.Event()
     results: dict[int, dict] = {}

@@ -36,7 +36,7 @@ def test_batched_greedy_equals_alone(adversary):
     prompts = [
         tok.encode(text) for text in ("Hi", "a much longer prompt than the first one, with more", "2+2?")
     ]
-    engine = Engine(adversary.model, tok)
+    engine = Engine(adversary.runtime(), tok)
     try:
         alone = {}
         for i, prompt in enumerate(prompts):
@@ -53,7 +53,7 @@ def test_batched_greedy_equals_alone(adversary):
 def test_shutdown_finishes_in_flight_and_refuses_new(adversary):
     from constrained.engine import ChoiceFinished, RequestFailed
 
-    engine = Engine(adversary.model, adversary.tokenizer)
+    engine = Engine(adversary.runtime(), adversary.tokenizer)
     events: list = []
     started = threading.Event()
 
