@@ -1,12 +1,19 @@
 """End-to-end decode speed per model runtime: free vs JSON-schema-constrained tokens/s, and valid outputs.
 
     python bench/e2e.py [--runtimes torch,llama.cpp] [--batch 1,16] [--prompts K] [--max-tokens M]
+                        [--overlap on,off] [--slow-forward-ms MS] [--peer-llama-server PATH]
 
 For each runtime (`constrained.models.load_model(..., runtime=R)`) and batch size B, the same K prompts run
 greedy through `constrained.engine.Engine`, once constrained by their JSON schema and once free, B requests
 at a time; free and constrained rounds alternate (ABBA) so machine noise hits both alike. Grammars are
-compiled before timing. Every constrained output is validated with `jsonschema`.
+compiled before timing. Every constrained output is validated with `jsonschema`. `--overlap on,off` runs
+each runtime with the masks computed during the forward pass and after it (the engine's `overlap_masks`);
+`--slow-forward-ms 20` adds a GIL-free wait to every decode step, standing in for a GPU forward pass.
+`--peer-llama-server PATH` also starts llama.cpp's own `llama-server` binary on the same GGUF (parallel
+slots = the largest batch, same context per slot) and sends it the same prompts through its OpenAI chat
+endpoint, constrained with its own `response_format: json_schema` (its GBNF grammar).
 Per runtime and batch: `free tok/s`, `constrained tok/s`, their ratio, valid outputs. Last line:
+`ours_llama.cpp_constrained / llama_server_constrained = R` with a peer, else
 `ours_<runtime>_constrained / ours_<first runtime>_constrained = R` when two runtimes run, else the
 constrained/free ratio.
 """
@@ -22,9 +29,13 @@ sys.path.insert(0, str(_ROOT))
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 
+import httpx  # noqa: E402
 import jsonschema  # noqa: E402
 
 from constrained.engine import (  # noqa: E402
@@ -35,7 +46,8 @@ from constrained.engine import (  # noqa: E402
     RequestFinished,
 )
 from constrained.grammar import GrammarCompiler  # noqa: E402
-from constrained.models import RUNTIMES, load_model  # noqa: E402
+from constrained.models import embedded_gguf_path, load_model  # noqa: E402
+from constrained.runtimes import RUNTIMES  # noqa: E402
 from constrained.sampling import SamplingParams  # noqa: E402
 from constrained.tokenizer_info import TokenizerInfo  # noqa: E402
 
@@ -158,8 +170,23 @@ def valid(text: str, schema: dict) -> bool:
     return True
 
 
-def measure(runtime: str, args: argparse.Namespace) -> dict[int, dict[str, float]]:
+class SlowForward:
+    """A runtime whose every decode step also waits, GIL released, as a GPU forward pass would."""
+
+    def __init__(self, runtime, milliseconds: float) -> None:
+        self._runtime, self._seconds = runtime, milliseconds / 1000
+
+    def __getattr__(self, name: str):
+        return getattr(self._runtime, name)
+
+    def decode(self, tokens: list[int]):
+        time.sleep(self._seconds)
+        return self._runtime.decode(tokens)
+
+
+def measure(runtime: str, overlap: bool, args: argparse.Namespace) -> dict[int, dict[str, float]]:
     """tokens/s free and constrained, and valid outputs, per batch size, on one runtime."""
+    label = runtime if overlap else f"{runtime} serial"
     lm = load_model(args.model, runtime=runtime)
     tokenizer = lm.tokenizer
     compiler = GrammarCompiler(TokenizerInfo.from_huggingface(tokenizer, lm.vocab_size))
@@ -178,7 +205,10 @@ def measure(runtime: str, args: argparse.Namespace) -> dict[int, dict[str, float
         return GenerationRequest(list(ids), args.max_tokens, params=greedy, grammar=grammar)
 
     results: dict[int, dict[str, float]] = {}
-    engine = Engine(lm.runtime(max(args.batch)), tokenizer, max_batch_size=max(args.batch))
+    model_runtime = lm.runtime(max(args.batch))
+    if args.slow_forward_ms:
+        model_runtime = SlowForward(model_runtime, args.slow_forward_ms)
+    engine = Engine(model_runtime, tokenizer, max_batch_size=max(args.batch), overlap_masks=overlap)
     try:
         run(engine, [request(0, False)])  # warm-up: first forward passes and first masks, untimed
         run(engine, [request(0, True)])
@@ -186,36 +216,94 @@ def measure(runtime: str, args: argparse.Namespace) -> dict[int, dict[str, float
             totals = {False: [0, 0.0], True: [0, 0.0]}
             checked = passed = 0
             failures: list[str] = []
-            for rounds in range(0, args.prompts, batch):
-                ks = range(rounds, min(rounds + batch, args.prompts))
-                order = (False, True) if (rounds // batch) % 2 == 0 else (True, False)
-                for constrained in order:
-                    collector, seconds = run(engine, [request(k, constrained) for k in ks])
-                    totals[constrained][0] += collector.tokens
-                    totals[constrained][1] += seconds
-                    failures += collector.failures
-                    if constrained:
-                        for key, k in enumerate(ks):
-                            checked += 1
-                            passed += valid("".join(collector.texts[key]), TASKS[k % len(TASKS)][1])
+            for ks, constrained in rounds(args, batch):
+                collector, seconds = run(engine, [request(k, constrained) for k in ks])
+                totals[constrained][0] += collector.tokens
+                totals[constrained][1] += seconds
+                failures += collector.failures
+                if constrained:
+                    for key, k in enumerate(ks):
+                        checked += 1
+                        passed += valid("".join(collector.texts[key]), TASKS[k % len(TASKS)][1])
             if failures:
-                print(f"{runtime} batch {batch}: {len(failures)} requests failed, e.g. {failures[0]}")
-            rate = {mode: tokens / seconds if seconds else 0.0 for mode, (tokens, seconds) in totals.items()}
-            results[batch] = {
-                "free": rate[False],
-                "constrained": rate[True],
-                "valid": passed,
-                "checked": checked,
-            }
-            print(
-                f"{runtime:>9} batch {batch:>3}: free {rate[False]:7.1f} tok/s  constrained "
-                f"{rate[True]:7.1f} tok/s  constrained/free={rate[True] / max(rate[False], 1e-9):.3f}  "
-                f"valid {passed}/{checked}",
-                flush=True,
-            )
+                print(f"{label} batch {batch}: {len(failures)} requests failed, e.g. {failures[0]}")
+            results[batch] = report(label, batch, totals, passed, checked)
     finally:
         engine.shutdown()
     return results
+
+
+def rounds(args: argparse.Namespace, batch: int):
+    """The timed rounds of one batch size: (prompt indices, constrained?) in ABBA order."""
+    for first in range(0, args.prompts, batch):
+        ks = range(first, min(first + batch, args.prompts))
+        order = (False, True) if (first // batch) % 2 == 0 else (True, False)
+        for constrained in order:
+            yield ks, constrained
+
+
+def report(name: str, batch: int, totals: dict, passed: int, checked: int) -> dict[str, float]:
+    rate = {mode: tokens / seconds if seconds else 0.0 for mode, (tokens, seconds) in totals.items()}
+    print(
+        f"{name:>12} batch {batch:>3}: free {rate[False]:7.1f} tok/s  constrained {rate[True]:7.1f} tok/s  "
+        f"constrained/free={rate[True] / max(rate[False], 1e-9):.3f}  valid {passed}/{checked}",
+        flush=True,
+    )
+    return {"free": rate[False], "constrained": rate[True], "valid": passed, "checked": checked}
+
+
+def measure_llama_server(binary: str, args: argparse.Namespace) -> dict[int, dict[str, float]]:
+    """The same prompts through llama.cpp's own server and its own json_schema constraint."""
+    path = embedded_gguf_path() if args.model == "embedded" else args.model
+    port, slots = 8765, max(args.batch)
+    command = [binary, "-m", str(path), "--port", str(port), "-np", str(slots), "-c", str(2048 * slots)]
+    command += ["-t", str(os.cpu_count() or 1), "--no-webui"]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(timeout=600) as client:
+            for _ in range(600):
+                try:
+                    if client.get(url + "/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.2)
+
+            def ask(k: int, constrained: bool) -> tuple[int, str]:
+                prompt, schema = TASKS[k % len(TASKS)]
+                body = {
+                    "messages": [
+                        {"role": "user", "content": prompt + (" Answer with JSON only." * constrained)}
+                    ],
+                    "max_tokens": args.max_tokens,
+                    "temperature": 0.0,
+                }
+                if constrained:
+                    body["response_format"] = {"type": "json_schema", "json_schema": {"schema": schema}}
+                reply = client.post(url + "/v1/chat/completions", json=body).json()
+                return reply["usage"]["completion_tokens"], reply["choices"][0]["message"]["content"]
+
+            ask(0, False)  # warm-up
+            results = {}
+            with ThreadPoolExecutor(slots) as pool:
+                for batch in args.batch:
+                    totals = {False: [0, 0.0], True: [0, 0.0]}
+                    checked = passed = 0
+                    for ks, constrained in rounds(args, batch):
+                        start = time.perf_counter()
+                        answers = list(pool.map(lambda k, c=constrained: ask(k, c), ks))
+                        totals[constrained][1] += time.perf_counter() - start
+                        totals[constrained][0] += sum(tokens for tokens, _ in answers)
+                        if constrained:
+                            for k, (_, text) in zip(ks, answers, strict=True):
+                                checked += 1
+                                passed += valid(text, TASKS[k % len(TASKS)][1])
+                    results[batch] = report("llama-server", batch, totals, passed, checked)
+            return results
+    finally:
+        server.terminate()
+        server.wait(30)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,14 +314,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", default="1", help="comma-separated batch sizes (requests at once)")
     parser.add_argument("--prompts", type=int, default=8, help="number of prompts (cycling over 4 tasks)")
     parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--model", default="embedded")
+    parser.add_argument("--model", default="embedded", help="'embedded' (default), a .gguf or a model folder")
+    parser.add_argument("--overlap", default="on", help="on, off or on,off: masks during the forward pass")
+    parser.add_argument("--slow-forward-ms", type=float, default=0.0, help="extra GIL-free wait per step")
+    parser.add_argument("--peer-llama-server", metavar="PATH", help="llama.cpp's llama-server binary")
     args = parser.parse_args(argv)
     args.batch = [int(b) for b in args.batch.split(",")]
     runtimes = args.runtimes.split(",")
-    print(f"e2e: model={args.model} prompts={args.prompts} max_tokens={args.max_tokens} greedy", flush=True)
-    results = {runtime: measure(runtime, args) for runtime in runtimes}
+    overlaps = [mode == "on" for mode in args.overlap.split(",")]
+    print(
+        f"e2e: model={args.model} prompts={args.prompts} max_tokens={args.max_tokens} greedy "
+        f"slow_forward_ms={args.slow_forward_ms}",
+        flush=True,
+    )
+    measured = {(r, o): measure(r, o, args) for r in runtimes for o in overlaps}
+    results = {runtime: measured[runtime, overlaps[0]] for runtime in runtimes}
     first, batch = runtimes[0], args.batch[0]
-    if len(runtimes) > 1:
+    if len(overlaps) == 2:
+        for runtime in runtimes:
+            for size in args.batch:
+                on, off = measured[runtime, True][size], measured[runtime, False][size]
+                gain = on["constrained"] / max(off["constrained"], 1e-9)
+                print(
+                    f"overlap gain {runtime} batch {size}: constrained {gain:.3f}x; constrained/free "
+                    f"{on['constrained'] / max(on['free'], 1e-9):.3f} with overlap, "
+                    f"{off['constrained'] / max(off['free'], 1e-9):.3f} without"
+                )
+    if args.peer_llama_server:
+        peer = measure_llama_server(args.peer_llama_server, args)
+        name = "llama.cpp" if "llama.cpp" in results else first
+        ratio = results[name][batch]["constrained"] / max(peer[batch]["constrained"], 1e-9)
+        print(f"ours_{name}_constrained / llama_server_constrained = {ratio:.2f}")
+    elif len(runtimes) > 1:
         for other in runtimes[1:]:
             ratio = results[other][batch]["constrained"] / max(results[first][batch]["constrained"], 1e-9)
             print(f"ours_{other}_constrained / ours_{first}_constrained = {ratio:.2f}")

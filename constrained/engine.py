@@ -8,7 +8,8 @@ Contract:
 - Requests that arrive while others decode join the running batch after their prefill; the `n` choices
   of a request share one prefill; finished or cancelled sequences leave the batch. Every step runs one
   forward pass for the whole batch (the runtime keeps the KV cache), fills the grammar bitmask for every
-  row, and samples all rows with `constrained.sampling` as batched torch ops.
+  row — on a worker thread while the forward pass runs (`overlap_masks`) — and samples all rows with
+  `constrained.sampling` as batched torch ops.
 - A failure inside one request fails that request only; a failure of the batch forward fails the requests
   in that batch, and the worker keeps serving.
 """
@@ -22,6 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -133,6 +135,7 @@ class Engine:
         *,
         max_batch_size: int = 32,
         context_window: int | None = None,
+        overlap_masks: bool = True,
     ) -> None:
         self.runtime = runtime
         self.tokenizer = tokenizer
@@ -146,6 +149,7 @@ class Engine:
         self._history = TokenHistory.empty(self.vocab_size, self.device)
         self._stopping = False
         self.observer: EngineObserver | None = None
+        self._mask_worker = ThreadPoolExecutor(1, "constrained-masks") if overlap_masks else None
         self._thread = threading.Thread(target=self._run, name="constrained-engine", daemon=True)
         self._thread.start()
 
@@ -171,6 +175,8 @@ class Engine:
         self._stopping = True
         self._queue.put(None)
         self._thread.join(timeout)
+        if self._mask_worker is not None:
+            self._mask_worker.shutdown(wait=False)
 
     # ------------------------------------------------------------------ worker
     def _run(self) -> None:
@@ -244,7 +250,7 @@ class Engine:
             for handle in handles:
                 self.observer.observe_first_token(time.perf_counter() - handle.submitted)
         try:
-            tokens, logprobs = self._sample(logits, rows, history)
+            tokens, logprobs = self._sample(logits, rows, history, self._masks(rows))
             self._advance(first_row, tokens, logprobs)
         except Exception:
             for seq in rows:
@@ -262,24 +268,34 @@ class Engine:
         return _Sequence(handle, index, matcher, generator, IncrementalText(self.tokenizer, request.stop))
 
     def _decode_step(self) -> None:
-        logits = self.runtime.decode([seq.last_token for seq in self._rows])
-        tokens, logprobs = self._sample(logits, self._rows, self._history)
+        rows = self._rows
+        # A row's next mask needs only its state, known since the last step: compute the masks on a worker
+        # thread while the forward pass runs (both release the GIL in their compiled parts).
+        masks = self._mask_worker.submit(self._masks, rows) if self._mask_worker else None
+        try:
+            logits = self.runtime.decode([seq.last_token for seq in rows])
+        finally:
+            bitmask = masks.result() if masks else self._masks(rows)
+        tokens, logprobs = self._sample(logits, rows, self._history, bitmask)
         self._advance(0, tokens, logprobs)
         self._drop_finished()
 
+    def _masks(self, rows: list[_Sequence]) -> torch.Tensor | None:
+        """The grammar bitmask of every row in its current state (None when no row is constrained)."""
+        if not any(seq.matcher is not None for seq in rows):
+            return None
+        start = time.perf_counter()
+        bitmask = allocate_bitmask(len(rows), self.vocab_size, device="cpu")
+        for i, seq in enumerate(rows):
+            if seq.matcher is not None and not seq.finished:
+                self._fill_row(seq, bitmask, i)
+        if self.observer is not None:
+            self.observer.observe_mask(time.perf_counter() - start)
+        return bitmask.to(self.device, non_blocking=True)
+
     def _sample(
-        self, logits: torch.Tensor, rows: list[_Sequence], history: TokenHistory
+        self, logits: torch.Tensor, rows: list[_Sequence], history: TokenHistory, bitmask: torch.Tensor | None
     ) -> tuple[list[int], torch.Tensor | None]:
-        bitmask = None
-        if any(seq.matcher is not None for seq in rows):
-            start = time.perf_counter()
-            bitmask = allocate_bitmask(len(rows), self.vocab_size, device="cpu")
-            for i, seq in enumerate(rows):
-                if seq.matcher is not None and not seq.finished:
-                    self._fill_row(seq, bitmask, i)
-            bitmask = bitmask.to(self.device, non_blocking=True)
-            if self.observer is not None:
-                self.observer.observe_mask(time.perf_counter() - start)
         want_logprobs = any(seq.handle.request.logprobs for seq in rows)
         result = sample(
             logits,
