@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -61,6 +62,10 @@ MAX_ALTERNATIVES = 1024  # flattened alternatives of one node (cross products of
 INLINE_LIMIT = 256  # a compiled sub-schema longer than this becomes a rule (called by id, never copied)
 SHARED_SUFFIX_LIMIT = 48  # an object layout's suffix used twice becomes a rule above this length
 MAX_MIN_ITEMS = 4096  # an output needing more items than this cannot fit any token budget
+# Sub-schemas compiled one inside another (`properties` in `properties` ...): a limit named in the error,
+# reached well before Python's recursion limit (about 5 stack frames a level); MaskBench's 8,176 schemas need
+# at most 11.
+MAX_SCHEMA_DEPTH = 128
 
 _ANNOTATIONS = {
     "title",
@@ -137,6 +142,7 @@ class JsonSchemaOptions:
     stack_limit: int = DEFAULT_STACK_LIMIT  # open recursive calls at any point of an output
     max_grammar_size: int = 2_000_000  # characters of all rule fragments together
     compile_seconds: float = COMPILE_SECONDS
+    max_depth: int = MAX_SCHEMA_DEPTH  # sub-schemas compiled one inside another
     remotes: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
 
@@ -262,6 +268,8 @@ class _Compiler:
         self._any_rule: int | None = None
         self._shared: dict[str, str] = {}  # fragment -> call of the rule holding it
         self._validator_registry: referencing.Registry | None = None
+        self._depth = 0  # sub-schemas being compiled one inside another
+        self.overflow: tuple[int, str] | None = None  # depth and pointer where the stack ran out
 
     # ------------------------------------------------------------ helpers
 
@@ -450,7 +458,7 @@ class _Compiler:
             key = f"{target.base}#{target.pointer}"
             if key in refs:
                 raise Unsatisfiable
-            sub = self.flatten(target, (*refs, key))
+            sub = self._flatten_nested(target, (*refs, key))
             if self.draft <= 7:
                 return sub
             result = self._merge_all([self.local(node)], sub, ptr, "$ref")
@@ -494,9 +502,32 @@ class _Compiler:
 
     def _flatten_opt(self, node: Node, refs: tuple[str, ...]) -> list[Flat]:
         try:
-            return self.flatten(node, refs)
+            return self._flatten_nested(node, refs)
         except Unsatisfiable:
             return []
+
+    def _flatten_nested(self, node: Node, refs: tuple[str, ...]) -> list[Flat]:
+        """``flatten`` of a sub-schema of an ``allOf``/``anyOf``/``oneOf``/``$ref``: one level deeper."""
+        self.enter(node.pointer)
+        try:
+            return self.flatten(node, refs)
+        except RecursionError:  # the innermost sub-schema names the place (no call here: the stack is full)
+            if self.overflow is None:
+                self.overflow = (self._depth, node.pointer)
+            raise
+        finally:
+            self._depth -= 1
+
+    def enter(self, pointer: str) -> None:
+        """Count one more sub-schema being compiled inside the others (the caller decrements)."""
+        if self._depth >= self.options.max_depth:
+            raise SchemaError(
+                f"the schema nests deeper than the limit of max_depth={self.options.max_depth} "
+                "sub-schemas compiled one inside another",
+                "$",
+                pointer,
+            )
+        self._depth += 1
 
     @staticmethod
     def _list(s: dict, kw: str, ptr: str) -> list:
@@ -789,7 +820,9 @@ class _Compiler:
                 rule = self._open[key] = self.reserve_rule()
                 self.recursive.add(rule)
             return call(rule)
-        self.check_deadline(nodes[0].pointer if nodes else "")
+        pointer = nodes[0].pointer if nodes else ""
+        self.check_deadline(pointer)
+        self.enter(pointer)
         self._open[key] = None
         try:
             body = self._compile_nodes(nodes)
@@ -799,6 +832,12 @@ class _Compiler:
                 self.add_rule(NOTHING, rule)
             self._memo[key] = None
             raise
+        except RecursionError:  # the innermost sub-schema names the place (no call here: the stack is full)
+            if self.overflow is None:
+                self.overflow = (self._depth, pointer)
+            raise
+        finally:
+            self._depth -= 1
         rule = self._open.pop(key)
         if rule is not None or len(body) > INLINE_LIMIT:
             body = call(self.add_rule(self.budget(body, nodes[0].pointer if nodes else ""), rule))
@@ -1348,8 +1387,15 @@ def compile_json_schema(
         root = compiler.compile_nodes([Node(schema, "", ROOT_URI)])
     except Unsatisfiable:
         raise SchemaError("the schema admits no instance", "false", "") from None
-    except RecursionError:
-        raise SchemaError("schema nesting too deep", "$", "") from None
+    except RecursionError:  # the stack ran out before max_depth (a deep value in enum/const, a ref chain)
+        depth, pointer = compiler.overflow or (0, "")
+        raise SchemaError(
+            f"the schema nests too deep to compile: Python's recursion limit of {sys.getrecursionlimit()} "
+            f"stack frames ran out at depth {depth} (the limit max_depth={options.max_depth} counts "
+            "sub-schemas compiled one inside another)",
+            "$",
+            pointer,
+        ) from None
     except SchemaError:
         raise
     except (ValueError, ArithmeticError) as exc:  # NaN/inf from a non-JSON parser (json.loads reads them)

@@ -8,6 +8,7 @@ hypothesis-jsonschema's instances that `jsonschema` rejects are refused. Small, 
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import pytest
@@ -15,6 +16,8 @@ from hypothesis import HealthCheck, given, settings
 
 from bench.fuzz import Fuzzer, fuzz, signature_of
 from bench.fuzz_schemas import SEEDS, CompileWorker, fuzzed_schemas
+from grammars.errors import SchemaError
+from grammars.json_schema import MAX_SCHEMA_DEPTH, JsonSchemaOptions, compile_json_schema
 
 DEADLINE_S = 5.0
 
@@ -101,3 +104,71 @@ def test_non_finite_numbers_compile_or_refuse(worker: CompileWorker, schema: Any
     """Python callers can pass NaN/inf (the server answers them with a 400 before compiling)."""
     outcome = worker.check(schema, [], DEADLINE_S)
     assert outcome.kind in ("compiled", "refused"), outcome.detail
+
+
+def nested(wrapper: str, levels: int) -> Any:
+    """A string schema wrapped `levels` times; the sub-schema at depth d (root: 0) is at STEP[wrapper] * d."""
+    schema: Any = {"type": "string"}
+    for _ in range(levels):
+        schema = {
+            "properties": lambda s: {"type": "object", "properties": {"a": s}, "required": ["a"]},
+            "items": lambda s: {"type": "array", "items": s},
+            "anyOf": lambda s: {"anyOf": [s, {"type": "null"}]},
+            "allOf": lambda s: {"allOf": [s]},
+            "additionalProperties": lambda s: {"type": "object", "additionalProperties": s},
+        }[wrapper](schema)
+    return schema
+
+
+STEP = {
+    "properties": "/properties/a",
+    "items": "/items",
+    "anyOf": "/anyOf/0",
+    "allOf": "/allOf/0",
+    "additionalProperties": "/additionalProperties",
+}
+
+
+@pytest.mark.parametrize("wrapper", sorted(STEP))
+def test_nesting_error_names_limit_value_and_pointer(wrapper: str) -> None:
+    """Past `max_depth` sub-schemas compiled one inside another: a `SchemaError` naming the limit, its value
+    and the JSON pointer of the first sub-schema too deep (was "schema nesting too deep" at '/')."""
+    compile_json_schema(nested(wrapper, MAX_SCHEMA_DEPTH - 1))  # the deepest allowed compiles
+    with pytest.raises(SchemaError) as caught:
+        compile_json_schema(nested(wrapper, 2_000))
+    error = caught.value
+    assert f"max_depth={MAX_SCHEMA_DEPTH}" in error.message
+    assert error.pointer == STEP[wrapper] * MAX_SCHEMA_DEPTH
+    assert f"at '{error.pointer}'" in str(error)
+
+
+def test_nesting_limit_is_an_option() -> None:
+    with pytest.raises(SchemaError) as caught:
+        compile_json_schema(nested("properties", 20), JsonSchemaOptions(max_depth=8))
+    assert "max_depth=8" in caught.value.message
+    assert caught.value.pointer == "/properties/a" * 8
+    compile_json_schema(nested("properties", 7), JsonSchemaOptions(max_depth=8))
+
+
+def test_ref_chain_nesting_names_the_pointer() -> None:
+    """A `$ref` hop is one level deeper: a long chain stops at the limit, at the target it reached."""
+    defs = {f"d{i}": {"$ref": f"#/$defs/d{i + 1}"} for i in range(1_000)}
+    defs["d1000"] = {"type": "integer"}
+    with pytest.raises(SchemaError) as caught:
+        compile_json_schema({"$defs": defs, "$ref": "#/$defs/d0"})
+    assert f"max_depth={MAX_SCHEMA_DEPTH}" in caught.value.message
+    assert caught.value.pointer == f"/$defs/d{MAX_SCHEMA_DEPTH - 1}"
+
+
+def test_stack_overflow_names_the_recursion_limit_and_pointer() -> None:
+    """A value nested deeper than Python's stack (in `const`), within `max_depth`: the error names Python's
+    recursion limit, its value, and the sub-schema being compiled when it ran out."""
+    value: Any = 1
+    for _ in range(5 * sys.getrecursionlimit()):
+        value = [value]
+    schema = {"type": "object", "properties": {"a": {"const": value}}, "required": ["a"]}
+    with pytest.raises(SchemaError) as caught:
+        compile_json_schema(schema)
+    message = caught.value.message
+    assert f"recursion limit of {sys.getrecursionlimit()}" in message and "max_depth=" in message, message
+    assert caught.value.pointer == "/properties/a"
