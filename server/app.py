@@ -27,6 +27,14 @@ from server.responses import ResponseObject, ResponsesRequest, ResponsesService
 RequestModel = TypeVar("RequestModel", bound=BaseModel)
 
 
+def _request_body(model: type[BaseModel], path: str) -> dict:
+    """The OpenAPI request body of POST `path`: `model`'s schema, its `$defs` referenced from the root."""
+    escaped = path.replace("~", "~0").replace("/", "~1")
+    template = f"#/paths/{escaped}/post/requestBody/content/application~1json/schema/$defs/{{model}}"
+    schema = model.model_json_schema(ref_template=template)
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
 def create_app(service: ChatService, limits: Limits | None = None, api_key: str | None = None) -> FastAPI:
     limits = limits or Limits()
     app = FastAPI(title="constrained", version="0.1.0", summary="Schema-guaranteed JSON, OpenAI-compatible.")
@@ -67,12 +75,7 @@ def create_app(service: ChatService, limits: Limits | None = None, api_key: str 
         "/v1/chat/completions",
         response_model=ChatCompletion,
         dependencies=[Depends(authorized)],
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": ChatCompletionRequest.model_json_schema()}},
-            }
-        },
+        openapi_extra=_request_body(ChatCompletionRequest, "/v1/chat/completions"),
     )
     async def chat_completions(raw: Request):
         request = await _parse(raw, limits)
@@ -93,12 +96,7 @@ def create_app(service: ChatService, limits: Limits | None = None, api_key: str 
         "/v1/responses",
         response_model=ResponseObject,
         dependencies=[Depends(authorized)],
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": ResponsesRequest.model_json_schema()}},
-            }
-        },
+        openapi_extra=_request_body(ResponsesRequest, "/v1/responses"),
     )
     async def responses(raw: Request):
         request = await _parse(raw, limits, ResponsesRequest)

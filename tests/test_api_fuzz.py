@@ -85,38 +85,14 @@ def resolve_pointer(document: Any, pointer: str) -> Any:
     return document
 
 
-def anchor_local_defs(document: dict) -> dict:
-    """A copy whose request-body schemas' `#/$defs/X` refs point at those `$defs` from the root.
-
-    The routes embed `Model.model_json_schema()` (whose refs are relative to that schema) as the request
-    body; resolved from the document's root they dangle (see `test_openapi_refs_resolve`). This keeps the
-    fuzzing running meanwhile, and is a no-op once the document is fixed."""
-    document = json.loads(json.dumps(document))
-    for path, item in document.get("paths", {}).items():
-        for method, operation in item.items():
-            content = operation.get("requestBody", {}).get("content", {})
-            for media_type, spec in content.items():
-                schema = spec.get("schema", {})
-                if "$defs" not in schema:
-                    continue
-                escaped = [token.replace("~", "~0").replace("/", "~1") for token in (path, media_type)]
-                base = f"#/paths/{escaped[0]}/{method}/requestBody/content/{escaped[1]}/schema/$defs/"
-                spec["schema"] = json.loads(json.dumps(schema).replace('"#/$defs/', f'"{base}'))
-    return document
-
-
 def test_openapi_refs_resolve(document: dict) -> None:
     """Every `$ref` of the served OpenAPI document resolves (tools and `/docs` read it from the root)."""
-    if unresolved_refs(document):
-        pytest.xfail(f"dangling refs in /openapi.json: {unresolved_refs(document)} (server/app.py)")
+    assert not unresolved_refs(document)
 
 
 @pytest.fixture(scope="module")
 def api(document: dict) -> schemathesis.BaseSchema:
-    fixed = anchor_local_defs(document)
-    assert not unresolved_refs(fixed)
-    api = schemathesis.openapi.from_dict(fixed)
-    return api
+    return schemathesis.openapi.from_dict(document)
 
 
 def operations(api: schemathesis.BaseSchema) -> list[Any]:
