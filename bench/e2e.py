@@ -179,7 +179,7 @@ class SlowForward:
     def __getattr__(self, name: str):
         return getattr(self._runtime, name)
 
-    def decode(self, tokens: list[int]):
+    def decode(self, tokens: list[list[int]]):
         time.sleep(self._seconds)
         return self._runtime.decode(tokens)
 

@@ -10,6 +10,9 @@ Contract:
   forward pass for the whole batch (the runtime keeps the KV cache), fills the grammar bitmask for every
   row — on a worker thread while the forward pass runs (`overlap_masks`) — and samples all rows with
   `constrained.sampling` as batched torch ops.
+- Fast-forward (`fast_forward`, on by default): after a sampled token, the tokens the constraint forces next
+  (`constrained.fast_forward`) are accepted and emitted at once and fed to the model with it in the next
+  forward pass; they count as completion tokens. Requests asking for logprobs are decoded token by token.
 - A failure inside one request fails that request only; a failure of the batch forward fails the requests
   in that batch, and the worker keeps serving.
 """
@@ -32,6 +35,7 @@ from transformers import PreTrainedTokenizerBase
 
 from constrained.bitmask import allocate_bitmask
 from constrained.detokenizer import IncrementalText
+from constrained.fast_forward import forced_tokens
 from constrained.grammar import Grammar, Matcher
 from constrained.runtimes.base import ModelRuntime
 from constrained.sampling import SamplingParams, TokenHistory, sample
@@ -39,6 +43,7 @@ from constrained.sampling import SamplingParams, TokenHistory, sample
 log = logging.getLogger(__name__)
 _PREFILL_GROUP = 16  # requests prefilled together in one forward pass
 _GUARD_WINDOW = 4 * 64  # tokens remembered by the degeneration guard (cycles up to 4 tokens, 64 repeats)
+_FORCED_LIMIT = 32  # most forced tokens appended to a row in one step
 
 
 @dataclass
@@ -121,7 +126,7 @@ class _Sequence:
     generator: torch.Generator
     text: IncrementalText
     generated: int = 0
-    last_token: int = 0  # fed to the model at the next step
+    feed: list[int] = field(default_factory=list)  # fed to the model at the next step: sampled + forced
     finished: bool = False
     recent: deque[int] = field(default_factory=lambda: deque(maxlen=_GUARD_WINDOW))
     closing_deadline: int | None = None  # set by the degeneration guard: finish by this many tokens
@@ -136,6 +141,7 @@ class Engine:
         max_batch_size: int = 32,
         context_window: int | None = None,
         overlap_masks: bool = True,
+        fast_forward: bool = True,
     ) -> None:
         self.runtime = runtime
         self.tokenizer = tokenizer
@@ -143,6 +149,7 @@ class Engine:
         self.vocab_size = runtime.vocab_size
         self.context_window = min(context_window or runtime.context_window, runtime.context_window)
         self.max_batch_size = max_batch_size
+        self.fast_forward = fast_forward
         self.eos_token_ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
         self._queue: queue.Queue[RequestHandle | None] = queue.Queue()
         self._rows: list[_Sequence] = []
@@ -273,7 +280,7 @@ class Engine:
         # thread while the forward pass runs (both release the GIL in their compiled parts).
         masks = self._mask_worker.submit(self._masks, rows) if self._mask_worker else None
         try:
-            logits = self.runtime.decode([seq.last_token for seq in rows])
+            logits = self.runtime.decode([seq.feed for seq in rows])
         finally:
             bitmask = masks.result() if masks else self._masks(rows)
         tokens, logprobs = self._sample(logits, rows, self._history, bitmask)
@@ -396,7 +403,7 @@ class Engine:
         token_tensor = torch.tensor(tokens, dtype=torch.long, device=self.device)
         self._history.append(token_tensor, rows=slice(first_row, first_row + len(tokens)))
         for offset, (seq, token) in enumerate(zip(rows, tokens, strict=True)):
-            seq.last_token = token
+            seq.feed = [token]
             if seq.handle.cancelled.is_set():
                 seq.finished = True
                 continue
@@ -426,12 +433,42 @@ class Engine:
             self._emit_text(seq, seq.text.flush(), [], info)
             self._finish(seq, "stop")
             return
-        self._emit_text(seq, seq.text.push([token]), [token], info)
+        tokens = [token, *self._fast_forward(seq)]
+        seq.feed = tokens
+        self._emit_text(seq, seq.text.push(tokens), tokens, info)
         if seq.text.stopped:
             self._finish(seq, "stop")
         elif seq.generated >= request.max_tokens or self._context_full(seq):
             self._emit_text(seq, seq.text.flush(), [], [])
             self._finish(seq, "length")
+
+    def _fast_forward(self, seq: _Sequence) -> list[int]:
+        """Accept the tokens the constraint forces next (none when off, for logprobs requests, or when they
+        would leave too few tokens to close the output); they are fed to the model at the next step."""
+        request, matcher = seq.handle.request, seq.matcher
+        if not self.fast_forward or matcher is None or request.logprobs or matcher.is_terminated():
+            return []
+        room = min(
+            request.max_tokens - seq.generated,
+            self.context_window - len(request.prompt_ids) - seq.generated,
+            _FORCED_LIMIT,
+        )
+        forced = forced_tokens(matcher, self.tokenizer, room - 1)
+        if not forced:
+            return []
+        closing = matcher.grammar.closing
+        if closing is not None:
+            state = matcher.state
+            for token in forced:
+                state = matcher.grammar.next_state(state, token)
+            if closing.distance(state) > self._budget(seq) - len(forced) - 1:
+                return []
+        for token in forced:
+            matcher.accept_token(token)
+            self._guard_degeneration(seq, token)
+        seq.generated += len(forced)
+        seq.handle.completion_tokens += len(forced)
+        return forced
 
     def _context_full(self, seq: _Sequence) -> bool:
         return len(seq.handle.request.prompt_ids) + seq.generated >= self.context_window

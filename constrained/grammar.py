@@ -29,6 +29,7 @@ from outlines_core import Index, Vocabulary
 from constrained.bitmask import pack_token_ids
 from constrained.closing import ClosingPlan
 from constrained.token_index import LazyTokenIndex, TokenVocabulary
+from constrained.token_index.automaton import DEAD
 from constrained.tokenizer_info import TokenizerInfo
 from grammars import CompiledSchema, JsonSchemaOptions, SchemaError, compile_json_schema
 from grammars.ir import RuleGrammar
@@ -59,6 +60,7 @@ class Grammar:
     compile_seconds: float
     explain: tuple = ()
     _masks: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    _forced: dict[int, bytes] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.initial_state: int = self.index.get_initial_state()
@@ -83,6 +85,24 @@ class Grammar:
     def min_tokens(self) -> int:
         """Tokens of the shortest complete output (greedy tokenization; 0 when unknown)."""
         return self.closing.distance(self.initial_state) if self.closing is not None else 0
+
+    def forced_bytes(self, state: int, limit: int = 256) -> bytes:
+        """The bytes every continuation from `state` starts with, up to `limit` (XGrammar's jump-forward
+        string): empty where the output may end or more than one byte may come next. Cached per state."""
+        forced = self._forced.get(state)
+        if forced is None:
+            dfa = getattr(self.index, "dfa", None)
+            out = bytearray()
+            current = state
+            while dfa is not None and current >= 0 and not dfa.is_final(current) and len(out) < limit:
+                row = dfa.row(current)
+                live = np.flatnonzero(dfa.trans[current] != DEAD)
+                if len(live) != 1:
+                    break
+                out.append(int(live[0]))
+                current = row[int(live[0])]
+            forced = self._forced[state] = bytes(out)
+        return forced
 
     def state_mask(self, state: int) -> np.ndarray:
         """Packed int32 bitmask of the tokens allowed in `state` (EOS included when `state` accepts)."""
@@ -153,6 +173,10 @@ class Matcher:
         """Write this sequence's allowed tokens into `bitmask[row]` (only EOS once terminated)."""
         mask = self.grammar.eos_mask if self._terminated else self.grammar.state_mask(self.state)
         _write_row(bitmask, row, mask)
+
+    def forced_bytes(self) -> bytes:
+        """The bytes the output must continue with from here (empty when there is a choice or it may end)."""
+        return b"" if self._terminated else self.grammar.forced_bytes(self.state)
 
     def fits_budget(self, token_id: int, budget: int) -> bool:
         """Whether, after `token_id`, the output can still be completed within `budget - 1` more tokens."""

@@ -51,13 +51,13 @@ def test_same_weights_same_logits_through_prefill_copies_decode_keep(adversary, 
     for _ in range(6):
         assert torch.allclose(logits[0], logits[1], atol=1e-2)
         tokens = logits[0].argmax(dim=-1).tolist()
-        logits = [runtime.decode(tokens) for runtime in runtimes]
+        logits = [runtime.decode([[t] for t in tokens]) for runtime in runtimes]
     more = [runtime.prefill([tokenizer.encode("joins later")], [1]) for runtime in runtimes]
     assert torch.allclose(more[0], more[1], atol=1e-2)
     for runtime in runtimes:
         runtime.keep([1, 3])
         assert runtime.rows == 2
-    logits = [runtime.decode([17, 42]) for runtime in runtimes]
+    logits = [runtime.decode([[17, 18, 19], [42]]) for runtime in runtimes]
     assert torch.allclose(logits[0], logits[1], atol=1e-2)
     for runtime in runtimes:
         runtime.reset()

@@ -1,7 +1,8 @@
 """The contract between the decode loop and a model runtime.
 
 A runtime holds a batch of sequences ("rows", in order) and their KV cache. The engine appends rows with
-`prefill`, feeds one token per row with `decode`, and drops rows with `keep`; the row order of every logits
+`prefill`, feeds each row its next tokens with `decode` (usually one; more when tokens were forced), and
+drops rows with `keep`; the row order of every logits
 tensor returned is the runtime's row order, which is the engine's. Logits are float32 `[rows, vocab_size]`
 on `device`. A runtime is used from one thread (the engine's worker).
 """
@@ -28,8 +29,9 @@ class ModelRuntime(Protocol):
         of the new rows, `[sum(copies), vocab_size]`. On failure no row is added."""
         ...
 
-    def decode(self, tokens: list[int]) -> torch.Tensor:
-        """Feed `tokens[r]` to row r (one per row); return the next-token logits `[rows, vocab_size]`."""
+    def decode(self, tokens: list[list[int]]) -> torch.Tensor:
+        """Feed the tokens `tokens[r]` (at least one) to row r, in one forward pass; return the logits that
+        follow each row's last token, `[rows, vocab_size]`."""
         ...
 
     def keep(self, rows: list[int]) -> None:

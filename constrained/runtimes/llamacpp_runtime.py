@@ -5,9 +5,10 @@ Contract:
 - `LlamaCppModel(path)` loads the weights once (memory-mapped, still quantized); `LlamaCppRuntime(model,
   max_sequences, context_window)` makes a context for up to `max_sequences` rows of up to `context_window`
   tokens each (`n_ctx = max_sequences * context_window` KV cells, allocated up front).
-- Every `decode` is one `llama_decode` over one token per row; the logits of all rows are copied out in one
-  NumPy view (`[rows, vocab]`, batch order). `prefill` feeds the prompts in batches of at most `n_batch`
-  tokens and shares a prompt's KV cells between its copies (`llama_memory_seq_cp`, no recompute).
+- Every `decode` is one `llama_decode` over the rows' new tokens (one each, more when forced); the logits
+  of all rows are copied out in one NumPy view (`[rows, vocab]`, batch order). `prefill` feeds the prompts
+  in batches of at most `n_batch` tokens and shares a prompt's KV cells between its copies
+  (`llama_memory_seq_cp`, no recompute).
 - A failed `llama_decode` (no free KV cells) raises `RuntimeError`; the rows of a failed prefill are removed.
 - `available()` tells whether the package is installed; nothing here imports it before it is needed.
 """
@@ -48,6 +49,7 @@ class LlamaCppModel:
         params = lib.llama_model_default_params()
         params.n_gpu_layers = 0
         self.path = path
+        self._free = lib.llama_model_free  # kept: the module may be gone when __del__ runs at exit
         self.handle = lib.llama_model_load_from_file(str(path).encode(), params)
         if not self.handle:
             raise RuntimeError(f"llama.cpp could not load {path}")
@@ -57,7 +59,7 @@ class LlamaCppModel:
 
     def __del__(self) -> None:
         if getattr(self, "handle", None):
-            _lib().llama_model_free(self.handle)
+            self._free(self.handle)
             self.handle = None
 
 
@@ -84,6 +86,7 @@ class LlamaCppRuntime:
         params.n_threads = params.n_threads_batch = threads or os.cpu_count() or 1
         params.kv_unified = True
         params.no_perf = True
+        self._release = (lib.llama_batch_free, lib.llama_free)  # for __del__, even at interpreter exit
         self._ctx = lib.llama_init_from_model(model.handle, params)
         if not self._ctx:
             raise RuntimeError("llama.cpp could not create a context")
@@ -124,12 +127,14 @@ class LlamaCppRuntime:
             self._pos.extend([len(prompt)] * n)
         return torch.from_numpy(np.repeat(last, copies, axis=0))
 
-    def decode(self, tokens: list[int]) -> torch.Tensor:
+    def decode(self, tokens: list[list[int]]) -> torch.Tensor:
         entries = [
-            (token, pos, seq, True) for token, pos, seq in zip(tokens, self._pos, self._seq, strict=True)
+            (token, pos + i, seq, i == len(row) - 1)
+            for row, pos, seq in zip(tokens, self._pos, self._seq, strict=True)
+            for i, token in enumerate(row)
         ]
         logits = self._run(entries)
-        self._pos = [pos + 1 for pos in self._pos]
+        self._pos = [pos + len(row) for pos, row in zip(self._pos, tokens, strict=True)]
         return torch.from_numpy(logits)
 
     def keep(self, rows: list[int]) -> None:
@@ -143,7 +148,7 @@ class LlamaCppRuntime:
         self._pos = [self._pos[row] for row in rows]
 
     def reset(self) -> None:
-        _lib().llama_memory_clear(self._memory, True)
+        _lib().llama_memory_clear(self._memory, False)  # metadata only: no page of the cache touched
         self._free = list(range(self.max_sequences - 1, -1, -1))
         self._seq, self._pos = [], []
 
@@ -171,10 +176,9 @@ class LlamaCppRuntime:
         return view.copy()
 
     def __del__(self) -> None:
-        lib = _lib()
         if getattr(self, "_batch", None) is not None:
-            lib.llama_batch_free(self._batch)
+            self._release[0](self._batch)
             self._batch = None
         if getattr(self, "_ctx", None):
-            lib.llama_free(self._ctx)
+            self._release[1](self._ctx)
             self._ctx = None

@@ -59,17 +59,32 @@ class TorchRuntime:
         return out.logits[:, -1, :].float().index_select(0, expand)
 
     @torch.inference_mode()
-    def decode(self, tokens: list[int]) -> torch.Tensor:
-        ones = torch.ones(len(tokens), 1, dtype=torch.long, device=self.device)
-        self._attention = torch.cat([self._attention, ones], dim=1)
+    def decode(self, tokens: list[list[int]]) -> torch.Tensor:
+        """Rows feeding fewer tokens than the longest are left-padded inside this step (masked out)."""
+        width = max(map(len, tokens))
+        if width == 1:
+            ids = torch.tensor([row[0] for row in tokens], dtype=torch.long, device=self.device)[:, None]
+            attention = torch.ones(len(tokens), 1, dtype=torch.long, device=self.device)
+            positions = self._positions[:, None]
+        else:
+            ids = torch.zeros(len(tokens), width, dtype=torch.long)
+            attention = torch.zeros(len(tokens), width, dtype=torch.long)
+            offsets = torch.zeros(len(tokens), width, dtype=torch.long)
+            for r, row in enumerate(tokens):
+                ids[r, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+                attention[r, width - len(row) :] = 1
+                offsets[r, width - len(row) :] = torch.arange(len(row))
+            ids, attention = ids.to(self.device), attention.to(self.device)
+            positions = self._positions[:, None] + offsets.to(self.device)
+        self._attention = torch.cat([self._attention, attention], dim=1)
         out = self.model(
-            input_ids=torch.tensor(tokens, dtype=torch.long, device=self.device)[:, None],
+            input_ids=ids,
             attention_mask=self._attention,
-            position_ids=self._positions[:, None],
+            position_ids=positions,
             cache=self._cache,
             use_cache=True,
         )
-        self._positions = self._positions + 1
+        self._positions = self._positions + torch.tensor([len(row) for row in tokens], device=self.device)
         return out.logits[:, -1, :].float()
 
     def keep(self, rows: list[int]) -> None:
