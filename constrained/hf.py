@@ -6,6 +6,11 @@
     out = model.generate(**inputs, logits_processor=[processor], do_sample=True, max_new_tokens=200)
 
 Contract:
+- `ConstraintLogitsProcessor(constraint, tokenizer)` compiles a `constrained.constraints` value (JSON
+  Schema, JSON object, regex, choice, Lark/GBNF grammar, tools; or a list, one per batch item) through the
+  constraint layer, as the server does; `JSONSchemaLogitsProcessor` (a schema, a pydantic model or a type)
+  and `RegexLogitsProcessor` are its shorthands. A constraint that leaves the output free (tool choice
+  "none" without a text constraint) is a ValueError.
 - `GrammarLogitsProcessor(grammar)` (or a list of grammars, one per batch item) masks, at every step, the
   tokens the grammar does not allow, with `constrained.bitmask.apply_bitmask_` (one batched op). Each row's
   position in the grammar is tracked from the `input_ids` it is given: the first call fixes the prompt length
@@ -33,12 +38,18 @@ import numpy as np
 import torch
 from transformers import LogitsProcessor
 
-from constrained.api import Compiler
+from constrained.api import Compiler, schema_of
 from constrained.bitmask import allocate_bitmask, apply_bitmask_, pack_token_ids
+from constrained.constraints import Constraint, JsonSchema, Regex
 from constrained.grammar import Grammar, Matcher
 
 log = logging.getLogger(__name__)
-__all__ = ["GrammarLogitsProcessor", "JSONSchemaLogitsProcessor", "RegexLogitsProcessor"]
+__all__ = [
+    "ConstraintLogitsProcessor",
+    "GrammarLogitsProcessor",
+    "JSONSchemaLogitsProcessor",
+    "RegexLogitsProcessor",
+]
 
 CLOSING_MARGIN = 8
 
@@ -201,11 +212,31 @@ def _warn_rejected(row: int, token: int) -> None:
     )
 
 
-class JSONSchemaLogitsProcessor(GrammarLogitsProcessor):
+class ConstraintLogitsProcessor(GrammarLogitsProcessor):
+    """`model.generate` output that follows a `constrained.constraints` constraint (or a list of them, one per
+    batch item), compiled once per (tokenizer, constraint) and cached."""
+
+    def __init__(
+        self,
+        constraint: Constraint | Sequence[Constraint],
+        tokenizer: Any,
+        *,
+        max_new_tokens: int | None = None,
+        vocab_size: int | None = None,
+    ) -> None:
+        compiler = Compiler.for_tokenizer(tokenizer, vocab_size=vocab_size).grammar_compiler
+        constraints = list(constraint) if isinstance(constraint, list | tuple) else [constraint]
+        grammars = [c.compile(compiler) for c in constraints]
+        if any(grammar is None for grammar in grammars):
+            raise ValueError("the constraint leaves the output free (tool choice 'none'): nothing to enforce")
+        super().__init__(grammars, max_new_tokens=max_new_tokens)
+
+
+class JSONSchemaLogitsProcessor(ConstraintLogitsProcessor):
     """`model.generate` output that is always a JSON instance of `schema`.
 
     `schema`: a JSON Schema dict, a pydantic model class or any type pydantic describes; or a list of them,
-    one per batch item. The grammar is compiled once per (tokenizer, schema) and cached.
+    one per batch item.
     """
 
     def __init__(
@@ -216,12 +247,12 @@ class JSONSchemaLogitsProcessor(GrammarLogitsProcessor):
         max_new_tokens: int | None = None,
         vocab_size: int | None = None,
     ) -> None:
-        compiler = Compiler.for_tokenizer(tokenizer, vocab_size=vocab_size)
         schemas = schema if isinstance(schema, list | tuple) else [schema]
-        super().__init__([compiler.json_schema(s) for s in schemas], max_new_tokens=max_new_tokens)
+        constraints = [JsonSchema(schema_of(s)) for s in schemas]
+        super().__init__(constraints, tokenizer, max_new_tokens=max_new_tokens, vocab_size=vocab_size)
 
 
-class RegexLogitsProcessor(GrammarLogitsProcessor):
+class RegexLogitsProcessor(ConstraintLogitsProcessor):
     """`model.generate` output fully matched by `pattern` (or a list of patterns, one per batch item)."""
 
     def __init__(
@@ -232,6 +263,6 @@ class RegexLogitsProcessor(GrammarLogitsProcessor):
         max_new_tokens: int | None = None,
         vocab_size: int | None = None,
     ) -> None:
-        compiler = Compiler.for_tokenizer(tokenizer, vocab_size=vocab_size)
         patterns = [pattern] if isinstance(pattern, str) else list(pattern)
-        super().__init__([compiler.regex(p) for p in patterns], max_new_tokens=max_new_tokens)
+        constraints = [Regex(p) for p in patterns]
+        super().__init__(constraints, tokenizer, max_new_tokens=max_new_tokens, vocab_size=vocab_size)

@@ -17,14 +17,18 @@ are strings because `vllm_xargs` only carries scalars:
   `structured_outputs.grammar`) or GBNF with `constrained_grammar_syntax: "gbnf"`;
 - `constrained_tools`: the OpenAI `tools` list as JSON text, with `constrained_tool_choice` ("auto",
   "required" or a function name; default "auto") and `constrained_parallel_tool_calls` ("true"/"false",
-  default "true"): the Hermes `<tool_call>` grammar of `server.tools`. Send the same `tools` to vLLM with
-  `tool_choice: "none"` so its chat template puts them in the prompt without vLLM constraining anything.
+  default "true"): the Hermes `<tool_call>` grammar of `constrained.constraints.Tools` ("none" leaves the
+  output unconstrained). Send the same `tools` to vLLM with `tool_choice: "none"` so its chat template puts
+  them in the prompt without vLLM constraining anything.
 
 Do not also send vLLM's own `response_format` / `structured_outputs` for the same request: its backend would
 intersect its grammar with ours. `constrained.vllm_backend.xargs_for(response_format=..., tools=...)` builds
 the `vllm_xargs` from OpenAI-shaped arguments.
 
 Contract:
+- `spec_from_extra_args` reads a request's `ConstraintSpec`; `ConstraintSpec.constraint()` is its
+  `constrained.constraints` value, through which it is checked (`check`, at admission) and compiled
+  (`compile`), exactly as the server's constraints are.
 - `ConstraintBatch` (vLLM-independent, tested without vLLM) keeps one `Matcher` per key (a request id, or a
   persistent-batch row in the processor), advances it from the request's output-token list (`sync`: new
   tokens accepted, a shorter list rolls back, so preemption and re-scheduling are harmless), and fills the
@@ -32,8 +36,9 @@ Contract:
   that bypasses the processor) marks the request `failed`: only end-of-sequence stays allowed.
 - `ConstrainedLogitsProcessor` (vLLM v1 `LogitsProcessor`, V1 model runner) maps BatchUpdate (removed, added,
   moved; in that order) onto a `ConstraintBatch` keyed by batch row and masks the rows of constrained
-  requests; `validate_params` compiles the schema's regex at admission, so an unsupported keyword is an HTTP
-  400 naming it. `is_argmax_invariant()` is False (the mask changes greedy picks).
+  requests; `validate_params` runs the constraint's `check()` at admission, so an invalid schema or an
+  unsupported keyword is an HTTP 400 naming it. `is_argmax_invariant()` is False (the mask changes greedy
+  picks).
 - `ConstrainedLogitsProcessorV2` is the same for Model Runner V2 (`vllm.v1.worker.gpu`), which vLLM selects
   by default when Triton is available: per-slot state from `add_request`, committed tokens read from
   `req_states` (one small device-to-host copy per step of the constrained slots' new tokens).
@@ -50,14 +55,23 @@ import json
 import logging
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
 
 from constrained.bitmask import allocate_bitmask, apply_bitmask_, pack_token_ids
-from constrained.grammar import Grammar, GrammarCompiler, Matcher
+from constrained.constraints import (
+    TOOL_CHOICES,
+    Constraint,
+    JsonObject,
+    JsonSchema,
+    Regex,
+    TextGrammar,
+    Tools,
+    ToolSpec,
+)
+from constrained.grammar import GRAMMAR_SYNTAXES, Grammar, GrammarCompiler, Matcher
 
 logger = logging.getLogger(__name__)
 
@@ -92,47 +106,29 @@ class ConstraintSpec:
     parallel: bool = True
     syntax: str = "lark"  # of a grammar: "lark" | "gbnf"
 
-    def compile(self, compiler: GrammarCompiler) -> Grammar:
+    def constraint(self) -> Constraint:
+        """The constraint layer's value of this spec (`ValueError` for malformed tools)."""
         if self.kind == "json_schema":
-            return compiler.compile_json_schema(json.loads(self.source))
+            return JsonSchema(json.loads(self.source))
         if self.kind == "json_object":
-            return compiler.compile_json_object()
+            return JsonObject()
         if self.kind == "regex":
-            return compiler.compile_regex(self.source)
+            return Regex(self.source)
         if self.kind == "grammar":
-            return compiler.compile_text_grammar(self.source, self.syntax)
-        from server.tools import build_tool_grammar
+            return TextGrammar(self.source, self.syntax)
+        tools = tuple(ToolSpec.from_openai(t, i) for i, t in enumerate(json.loads(self.source)))
+        if self.tool_choice in TOOL_CHOICES:
+            return Tools(tools, choice=self.tool_choice, parallel=self.parallel)
+        return Tools(tools, function=self.tool_choice, parallel=self.parallel)
 
-        return build_tool_grammar(compiler, self.tool_plan())
+    def compile(self, compiler: GrammarCompiler) -> Grammar | None:
+        """The grammar (None: the output is not constrained, tool_choice "none")."""
+        return self.constraint().compile(compiler)
 
     def check(self) -> None:
-        """Compile what needs no tokenizer (schema → regex), raising ValueError naming the problem."""
-        from grammars import compile_json_schema
-
-        if self.kind == "json_schema":
-            compile_json_schema(json.loads(self.source))
-        elif self.kind == "grammar":  # GrammarSyntaxError is a ValueError
-            from grammars.gbnf import compile_gbnf
-            from grammars.lark_grammar import compile_lark
-
-            (compile_lark if self.syntax == "lark" else compile_gbnf)(self.source)
-        elif self.kind == "tools":
-            from server.tools import arguments_grammar
-
-            plan = self.tool_plan()
-            for i in plan.allowed:
-                arguments_grammar(plan.tools[i], i)
-
-    def tool_plan(self):
-        from server.protocol import NamedToolChoice, Tool
-        from server.tools import plan_tools
-
-        tools = [Tool.model_validate(t) for t in json.loads(self.source)]
-        choice: Any = self.tool_choice
-        if choice not in ("auto", "required", "none"):
-            choice = NamedToolChoice.model_validate({"type": "function", "function": {"name": choice}})
-        request = SimpleNamespace(tools=tools, tool_choice=choice, parallel_tool_calls=self.parallel)
-        return plan_tools(request)
+        """What needs no tokenizer (schema → rules, grammar text → rules, tools), raising a ValueError
+        naming the problem."""
+        self.constraint().check()
 
 
 def spec_from_extra_args(extra_args: Mapping[str, Any] | None) -> ConstraintSpec | None:
@@ -155,7 +151,7 @@ def spec_from_extra_args(extra_args: Mapping[str, Any] | None) -> ConstraintSpec
         return ConstraintSpec("regex", value)
     if key == XARG_GRAMMAR:
         syntax = extra_args.get(XARG_GRAMMAR_SYNTAX) or "lark"
-        if not isinstance(value, str) or syntax not in ("lark", "gbnf"):
+        if not isinstance(value, str) or syntax not in GRAMMAR_SYNTAXES:
             raise ValueError(f"{key} must be a string and {XARG_GRAMMAR_SYNTAX} 'lark' or 'gbnf'")
         return ConstraintSpec("grammar", value, syntax=syntax)
     text = value if isinstance(value, str) else json.dumps(value)
@@ -187,8 +183,7 @@ def xargs_for(
     ("lark", as vLLM's `structured_outputs.grammar`, or "gbnf") (client side; no vLLM needed)."""
     xargs: dict[str, str] = {}
     if grammar is not None:
-        if grammar_syntax not in ("lark", "gbnf"):
-            raise ValueError(f"unknown grammar syntax {grammar_syntax!r} (expected 'lark' or 'gbnf')")
+        TextGrammar(grammar, grammar_syntax)  # ValueError for an unknown syntax
         xargs[XARG_GRAMMAR] = grammar
         xargs[XARG_GRAMMAR_SYNTAX] = grammar_syntax
     elif tools:
@@ -363,12 +358,7 @@ def _validate(sampling_params: Any) -> None:
         return
     if getattr(sampling_params, "structured_outputs", None) is not None:
         raise ValueError("constrained_* arguments cannot be combined with vLLM's own structured outputs")
-    try:
-        spec.check()
-    except ValueError:
-        raise
-    except Exception as exc:  # server.errors.APIError and friends: keep the message, make it a 400
-        raise ValueError(str(exc)) from None
+    spec.check()
 
 
 class _Compiling:

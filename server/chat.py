@@ -3,8 +3,12 @@
 Contract: `ChatService.prepare()` turns a validated `ChatCompletionRequest` into a `PreparedChat` (the engine
 request and the tool plan, validated once) or raises `APIError` (400/404) naming the parameter; `complete()`
 returns a `ChatCompletion`; `stream()` yields the SSE lines of OpenAI's streaming protocol, ending with
-`data: [DONE]`. A client that goes away cancels
-its request in the engine. Function calling (prompt, grammar, parsing the calls) is in `server.tools`.
+`data: [DONE]`. A client that goes away cancels its request in the engine.
+
+The constraint: `output_constraint(request)` maps `grammar` / `structured_outputs` / `response_format` (at
+most one) onto a `constrained.constraints` output constraint and the parameter its errors name; the tool plan
+(`server.tools`) then makes the answer's grammar from it (`constrained.constraints.build_tool_grammar`).
+Compiling runs off the event loop within the compile time budget.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import dataclass, field
 
 from transformers import PreTrainedTokenizerBase
 
+from constrained import constraints
 from constrained.engine import (
     ChoiceDelta,
     ChoiceFinished,
@@ -29,11 +34,9 @@ from constrained.engine import (
     RequestHandle,
     TokenLogprob,
 )
-from constrained.grammar import Grammar, GrammarCompiler, GrammarError
+from constrained.grammar import Grammar, GrammarCompiler
 from constrained.sampling import SamplingParams
 from constrained.tokenizer_info import TokenizerInfo
-from grammars import GrammarSyntaxError, InvalidSchemaError, SchemaError, check_schema
-from grammars.regex import lit
 from server.errors import APIError
 from server.protocol import (
     AssistantMessage,
@@ -48,7 +51,7 @@ from server.protocol import (
     TopLogprob,
     Usage,
 )
-from server.tools import CallParser, ToolPlan, build_tool_grammar, plan_tools, render_prompt
+from server.tools import api_error, call_parser, plan_tools, render_prompt
 
 SCHEMA_PARAM = "response_format.json_schema.schema"
 
@@ -59,7 +62,41 @@ class PreparedChat:
 
     request: ChatCompletionRequest
     generation: GenerationRequest
-    tools: ToolPlan | None
+    tools: constraints.ToolPlan | None
+
+
+def output_constraint(request: ChatCompletionRequest) -> tuple[constraints.OutputConstraint, str] | None:
+    """The output constraint of `grammar`, `structured_outputs` or `response_format` (at most one may be
+    given), and the parameter its errors name; None for free text."""
+    fmt, extension = request.response_format, request.structured_outputs
+    if request.grammar is not None:
+        if extension is not None or (fmt is not None and fmt.type != "text"):
+            raise APIError(
+                "use only one of grammar, response_format and structured_outputs",
+                param="grammar",
+                code="invalid_value",
+            )
+        return constraints.TextGrammar(request.grammar, "gbnf"), "grammar"
+    if extension is not None:
+        if fmt is not None and fmt.type != "text":
+            raise APIError(
+                "use either response_format or structured_outputs, not both",
+                param="structured_outputs",
+                code="invalid_value",
+            )
+        if extension.regex is not None:
+            return constraints.Regex(extension.regex), "structured_outputs.regex"
+        if extension.grammar is not None:
+            return constraints.TextGrammar(extension.grammar, "lark"), "structured_outputs.grammar"
+        if extension.choice is not None:
+            return constraints.Choice(tuple(extension.choice)), "structured_outputs.choice"
+        return constraints.JsonSchema(extension.json_), "structured_outputs.json"
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object":
+        return constraints.JsonObject(), "response_format"
+    spec = fmt.json_schema
+    return constraints.JsonSchema(spec.schema_, spec.name, spec.strict), SCHEMA_PARAM
 
 
 @dataclass
@@ -91,9 +128,11 @@ class ChatService:
         prompt_ids = self._render_prompt(request)
         max_tokens = self._max_tokens(request, len(prompt_ids))
         grammar = await self._grammar(request)
-        if plan is not None and plan.constrained:
-            text = grammar.source if grammar is not None and plan.mode == "auto" else None
-            grammar = await self.compile(lambda: build_tool_grammar(self.compiler, plan, text), "tools")
+        if plan is not None:
+            text = grammar
+            grammar = await self.compile(
+                lambda: constraints.build_tool_grammar(self.compiler, plan, text), "tools"
+            )
         shortest = await asyncio.to_thread(grammar.min_tokens) if grammar is not None else 0
         if shortest > max_tokens:
             raise APIError(
@@ -168,56 +207,18 @@ class ChatService:
         )
 
     async def _grammar(self, request: ChatCompletionRequest) -> Grammar | None:
-        fmt, extension = request.response_format, request.structured_outputs
-        if request.grammar is not None:
-            if extension is not None or (fmt is not None and fmt.type != "text"):
-                raise APIError(
-                    "use only one of grammar, response_format and structured_outputs",
-                    param="grammar",
-                    code="invalid_value",
-                )
-            return await self.compile(lambda: self.compiler.compile_gbnf(request.grammar), "grammar")
-        if extension is not None:
-            if fmt is not None and fmt.type != "text":
-                raise APIError(
-                    "use either response_format or structured_outputs, not both",
-                    param="structured_outputs",
-                    code="invalid_value",
-                )
-            if extension.regex is not None:
-                return await self.compile(
-                    lambda: self.compiler.compile_regex(extension.regex), "structured_outputs.regex"
-                )
-            if extension.grammar is not None:
-                return await self.compile(
-                    lambda: self.compiler.compile_lark(extension.grammar), "structured_outputs.grammar"
-                )
-            if extension.choice is not None:
-                regex = "|".join(f"(?:{lit(choice)})" for choice in extension.choice)
-                return await self.compile(
-                    lambda: self.compiler.compile_regex(regex), "structured_outputs.choice"
-                )
-            return await self._schema_grammar(extension.json_, "structured_outputs.json")
-        if fmt is None or fmt.type == "text":
+        found = output_constraint(request)
+        if found is None:
             return None
-        if fmt.type == "json_object":
-            return await self.compile(self.compiler.compile_json_object, "response_format")
-        return await self._schema_grammar(fmt.json_schema.schema_, SCHEMA_PARAM)
-
-    async def _schema_grammar(self, schema: dict | bool, param: str) -> Grammar:
-        try:
-            check_schema(schema)
-        except InvalidSchemaError as exc:
-            raise APIError(str(exc), param=param, code="invalid_schema") from None
-        return await self.compile(lambda: self.compiler.compile_json_schema(schema), param)
+        constraint, param = found
+        return await self.compile(lambda: constraint.compile(self.compiler), param)
 
     async def compile(self, build, param: str) -> Grammar:
         """Compile off the event loop, within the compile time budget; errors become 400s naming `param`."""
         try:
             return await asyncio.wait_for(asyncio.to_thread(build), self.compile_timeout_s)
-        except (SchemaError, GrammarError, GrammarSyntaxError) as exc:
-            code = "invalid_grammar" if isinstance(exc, GrammarSyntaxError) else "unsupported_schema"
-            raise APIError(str(exc), param=param, code=code) from None
+        except constraints.CONSTRAINT_ERRORS as exc:
+            raise api_error(exc, param) from None
         except TimeoutError:
             raise APIError(
                 f"compiling the constraint took longer than {self.compile_timeout_s:g} s",
@@ -330,10 +331,10 @@ class ChatService:
                 raw["delta"] = choice.delta.model_dump(exclude_none=True)
             return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
-        parsers = [CallParser(plan.text_allowed) for _ in range(generation.n)] if _calls(plan) else None
+        parsers = [call_parser(plan) for _ in range(generation.n)]
         try:
             for i in range(generation.n):
-                first = DeltaMessage(role="assistant", content=None if parsers else "")
+                first = DeltaMessage(role="assistant", content=None if parsers[i] is not None else "")
                 yield chunk([ChunkChoice(index=i, delta=first)])
             while True:
                 try:
@@ -343,18 +344,19 @@ class ChatService:
                     break
                 if isinstance(event, ChoiceDelta):
                     lp = ChoiceLogprobs(content=self._logprobs(event.logprobs)) if request.logprobs else None
-                    if parsers is None:
+                    parser = parsers[event.index]
+                    if parser is None:
                         deltas = [DeltaMessage(content=event.text)]
                     else:
-                        deltas = _deltas(parsers[event.index].feed(event.text))
+                        deltas = _deltas(parser.feed(event.text))
                         if not deltas and lp is not None:  # text held back: the logprobs still go out
                             deltas = [DeltaMessage()]
                     for k, delta in enumerate(deltas):
                         yield chunk([ChunkChoice(index=event.index, delta=delta, logprobs=None if k else lp)])
                 elif isinstance(event, ChoiceFinished):
                     reason = event.finish_reason
-                    if parsers is not None:
-                        parser = parsers[event.index]
+                    parser = parsers[event.index]
+                    if parser is not None:
                         for delta in _deltas(parser.finish()):
                             yield chunk([ChunkChoice(index=event.index, delta=delta)])
                         if parser.complete and reason == "stop":
@@ -389,15 +391,11 @@ class ChatService:
         return TopLogprob(token=token, logprob=max(logprob, -9999.0), bytes=list(data))
 
 
-def _calls(plan: ToolPlan | None) -> bool:
-    return plan is not None and plan.constrained
-
-
-def _message(text: str, reason: str, plan: ToolPlan | None) -> tuple[AssistantMessage, str]:
+def _message(text: str, reason: str, plan: constraints.ToolPlan | None) -> tuple[AssistantMessage, str]:
     """The assistant message of a finished choice: its tool calls when the output is calls, else text."""
-    if not _calls(plan):
+    parser = call_parser(plan)
+    if parser is None:
         return AssistantMessage(content=text), reason
-    parser = CallParser(plan.text_allowed)
     parser.feed(text)
     parser.finish()
     if not parser.complete:

@@ -50,7 +50,7 @@ from server.protocol import (
     Tool,
     ToolCall,
 )
-from server.tools import CallParser
+from server.tools import CallParser, call_parser
 
 IGNORED_FIELDS = ("user", "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key")
 TEXT_PARTS = ("input_text", "output_text")
@@ -604,11 +604,11 @@ class ResponsesService:
         return response
 
     async def stream(self, prepared: PreparedResponse) -> AsyncIterator[str]:
-        generation, plan = prepared.chat.generation, prepared.chat.tools
+        generation = prepared.chat.generation
         handle, events = self.chat.submit(generation)
         deadline = self.chat.deadline()
         out = EventStream(skeleton(prepared.request, self.chat.model_id))
-        parser = CallParser(plan.text_allowed) if plan is not None and plan.constrained else None
+        parser = call_parser(prepared.chat.tools)
         reason = "stop"
         try:
             for line in out.start():

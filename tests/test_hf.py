@@ -16,7 +16,14 @@ import pytest
 import torch
 
 from constrained.api import Compiler
-from constrained.hf import GrammarLogitsProcessor, JSONSchemaLogitsProcessor, RegexLogitsProcessor
+from constrained.constraints import Choice, TextGrammar, Tools, ToolSpec
+from constrained.hf import (
+    ConstraintLogitsProcessor,
+    GrammarLogitsProcessor,
+    JSONSchemaLogitsProcessor,
+    RegexLogitsProcessor,
+)
+from constrained.tool_calls import CallParser
 
 SCHEMAS = [
     {"type": "boolean"},
@@ -192,3 +199,41 @@ def test_grammar_count_must_divide_rows(adversary):
     processor = GrammarLogitsProcessor([compiler.regex("a"), compiler.regex("b"), compiler.regex("c")])
     with pytest.raises(ValueError, match="one grammar per batch item"):
         _generate(adversary, processor, PROMPTS, seed=0, do_sample=True, max_new_tokens=2)
+
+
+def _texts(tokenizer, rows: list[list[int]]) -> list[str]:
+    """Each row's text up to its end-of-sequence token."""
+    eos = tokenizer.eos_token_id
+    return [tokenizer.decode(r[: r.index(eos)] if eos in r else r, skip_special_tokens=True) for r in rows]
+
+
+def test_constraint_processor_per_batch_item_and_tools(adversary):
+    tokenizer = adversary.tokenizer
+    choices = ("red", "green (dark)")
+    per_item = [Choice(choices), TextGrammar('root ::= "x" [0-9] [0-9]', "gbnf")]
+    processor = ConstraintLogitsProcessor(per_item, tokenizer, max_new_tokens=12)
+    rows = _generate(adversary, processor, PROMPTS[:2], seed=6, do_sample=True, max_new_tokens=12)
+    choice, code = _texts(tokenizer, rows)
+    assert choice in choices and re.fullmatch(r"x[0-9]{2}", code), (choice, code)
+
+    weather = {
+        "type": "object",
+        "properties": {"city": {"enum": ["Oslo", "Rome"]}},
+        "required": ["city"],
+        "additionalProperties": False,
+    }
+    tools = Tools((ToolSpec("weather", parameters=weather), ToolSpec("ping")), "required", parallel=False)
+    processor = ConstraintLogitsProcessor(tools, tokenizer, max_new_tokens=48)
+    rows = _generate(adversary, processor, PROMPTS[:2], seed=7, do_sample=True, max_new_tokens=48)
+    assert all(processor.outputs_complete())
+    for text in _texts(tokenizer, rows):
+        parser = CallParser(text_allowed=False)
+        parser.feed(text)
+        parser.finish()
+        assert parser.complete and len(parser.calls) == 1, text
+        [call] = parser.calls
+        jsonschema.validate(
+            json.loads(call.arguments), weather if call.name == "weather" else {"maxProperties": 0}
+        )
+    with pytest.raises(ValueError, match="leaves the output free"):
+        ConstraintLogitsProcessor(Tools(tools.tools, "none"), tokenizer)

@@ -15,11 +15,12 @@ import openai
 import pydantic
 import pytest
 
+from constrained.tool_calls import call_text
 from server.app import create_app
 from server.errors import APIError
 from server.protocol import Message
 from server.responses import EventStream, ResponsesRequest, skeleton, to_chat
-from server.tools import CallParser, call_text
+from server.tools import CallParser
 from tests.conftest import TEST_MODEL_ID, LiveServer, free_port
 
 FLAGS = {

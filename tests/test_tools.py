@@ -15,18 +15,16 @@ import jsonschema
 import numpy as np
 import pytest
 
-from server.errors import APIError
-from server.protocol import ChatCompletionRequest, Tool
-from server.tools import (
-    TRIGGER,
-    CallParser,
+from constrained.constraints import (
+    ConstraintError,
+    ToolSpec,
     arguments_grammar,
     build_tool_grammar,
-    not_starting_with,
     parameters_schema,
-    plan_tools,
-    render_prompt,
 )
+from constrained.tool_calls import TRIGGER, not_starting_with
+from server.protocol import ChatCompletionRequest
+from server.tools import CallParser, plan_tools, render_prompt
 from tests.conftest import CORPORA, TEST_MODEL_ID
 
 WEATHER = {
@@ -388,13 +386,13 @@ def test_parser_text_and_held_back_prefix():
 
 
 def test_parameters_must_describe_objects():
-    tool = Tool.model_validate(
+    tool = ToolSpec.from_openai(
         {"type": "function", "function": {"name": "f", "parameters": {"type": "string"}}}
     )
-    with pytest.raises(APIError) as info:
+    with pytest.raises(ConstraintError) as info:
         parameters_schema(tool, 3)
     assert info.value.param == "tools[3].function.parameters"
-    loose = Tool.model_validate(
+    loose = ToolSpec.from_openai(
         {"type": "function", "function": {"name": "f", "parameters": {"properties": {}}}}
     )
     assert parameters_schema(loose, 0)["type"] == "object"
@@ -501,10 +499,10 @@ def tool_schemas(wanted: int = 55) -> tuple[list[dict], int]:
     compiled, rejected = [], 0
     for line in lines[::stride]:
         schema = json.loads(line)["schema"]
-        tool = Tool.model_validate(_tool("f", schema, strict=True))
+        tool = ToolSpec.from_openai(_tool("f", schema, strict=True))
         try:
             arguments_grammar(tool, 0)
-        except APIError:
+        except ConstraintError:
             rejected += 1
             continue
         compiled.append(schema)
@@ -540,9 +538,6 @@ def test_corpus_calls_validate(client):
 
 
 def test_arguments_follow_the_schema_property_order(adversary_service):
-    from server.protocol import ChatCompletionRequest
-    from server.tools import build_tool_grammar, plan_tools
-
     schema = {
         "type": "object",
         "properties": {"zeta": {"type": "integer"}, "alpha": {"type": "boolean"}},

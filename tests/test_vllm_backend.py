@@ -190,6 +190,25 @@ def test_tools_spec_compiles(compiler, tokenizer):
     assert matcher.accept_tokens(encode(tokenizer, call)) and matcher.can_terminate()
 
 
+def test_tools_spec_goes_through_the_constraint_layer(compiler, tokenizer):
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": SCHEMA}}]
+    none = spec_from_extra_args(xargs_for(tools=tools, tool_choice="none"))
+    none.check()
+    assert none.compile(compiler) is None  # tool_choice "none": the output stays free
+    auto = spec_from_extra_args(xargs_for(tools=tools)).compile(compiler).matcher()
+    assert auto.accept_tokens(encode(tokenizer, "Hello")) and auto.can_terminate()
+    bad = [
+        ({"constrained_tools": json.dumps([{"type": "retrieval"}])}, r"tools\[0\]"),
+        ({"constrained_tools": json.dumps(tools), "constrained_tool_choice": "nope"}, "not among the tools"),
+        ({"constrained_schema": json.dumps({"type": "strin"})}, "invalid JSON schema"),
+    ]
+    for xargs, message in bad:
+        with pytest.raises(ValueError, match=message):
+            ConstrainedLogitsProcessor.validate_params(
+                SimpleNamespace(extra_args=xargs, structured_outputs=None)
+            )
+
+
 def _batch_update(removed=(), added=(), moved=()):
     return SimpleNamespace(batch_size=4, removed=list(removed), added=list(added), moved=list(moved))
 
