@@ -37,6 +37,7 @@ from constrained.bitmask import allocate_bitmask
 from constrained.detokenizer import IncrementalText
 from constrained.fast_forward import forced_tokens
 from constrained.grammar import Grammar, Matcher
+from constrained.reasoning import Reasoning
 from constrained.runtimes.base import ModelRuntime
 from constrained.sampling import SamplingParams, TokenHistory, sample
 
@@ -57,6 +58,7 @@ class GenerationRequest:
     logprobs: bool = False
     top_logprobs: int = 0
     repeat_limit: int = 32  # degeneration guard: a token cycle repeated this often steers to the closing path
+    reasoning: Reasoning | None = None  # think first (free text up to the closing tag, at most its budget)
 
 
 @dataclass
@@ -130,6 +132,8 @@ class _Sequence:
     finished: bool = False
     recent: deque[int] = field(default_factory=lambda: deque(maxlen=_GUARD_WINDOW))
     closing_deadline: int | None = None  # set by the degeneration guard: finish by this many tokens
+    thinking: bool = True  # (reasoning requests) the closing tag has not been written yet
+    tail: str = ""  # (reasoning requests) the last characters emitted, to spot the closing tag
 
 
 class Engine:
@@ -435,7 +439,11 @@ class Engine:
             return
         tokens = [token, *self._fast_forward(seq)]
         seq.feed = tokens
-        self._emit_text(seq, seq.text.push(tokens), tokens, info)
+        text = seq.text.push(tokens)
+        if request.reasoning is not None and seq.thinking:
+            seq.tail = (seq.tail + text)[-4 * len(request.reasoning.close_tag) :]
+            seq.thinking = request.reasoning.close_tag not in seq.tail
+        self._emit_text(seq, text, tokens, info)
         if seq.text.stopped:
             self._finish(seq, "stop")
         elif seq.generated >= request.max_tokens or self._context_full(seq):
@@ -446,6 +454,8 @@ class Engine:
         """Accept the tokens the constraint forces next (none when off, for logprobs requests, or when they
         would leave too few tokens to close the output); they are fed to the model at the next step."""
         request, matcher = seq.handle.request, seq.matcher
+        if request.reasoning is not None and seq.thinking:
+            return self._close_thinking(seq) if seq.generated >= request.reasoning.budget else []
         if not self.fast_forward or matcher is None or request.logprobs or matcher.is_terminated():
             return []
         room = min(
@@ -469,6 +479,18 @@ class Engine:
         seq.generated += len(forced)
         seq.handle.completion_tokens += len(forced)
         return forced
+
+    def _close_thinking(self, seq: _Sequence) -> list[int]:
+        """The reasoning budget is spent: append the closing tag (when the grammar takes it here)."""
+        request, matcher = seq.handle.request, seq.matcher
+        tag = self.tokenizer.encode(request.reasoning.close_tag, add_special_tokens=False)
+        if seq.generated + len(tag) >= request.max_tokens:
+            return []  # no room: the budget closing will end the output
+        if matcher is not None and not matcher.accept_tokens(tag):
+            return []  # the model is writing the tag already
+        seq.generated += len(tag)
+        seq.handle.completion_tokens += len(tag)
+        return tag
 
     def _context_full(self, seq: _Sequence) -> bool:
         return len(seq.handle.request.prompt_ids) + seq.generated >= self.context_window

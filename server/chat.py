@@ -18,7 +18,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from transformers import PreTrainedTokenizerBase
 
@@ -35,6 +35,13 @@ from constrained.engine import (
     TokenLogprob,
 )
 from constrained.grammar import Grammar, GrammarCompiler
+from constrained.reasoning import (
+    EFFORT_BUDGETS,
+    Reasoning,
+    ReasoningSplitter,
+    reasoning_grammar,
+    split_reasoning,
+)
 from constrained.sampling import SamplingParams
 from constrained.tokenizer_info import TokenizerInfo
 from server.errors import APIError
@@ -109,6 +116,7 @@ class ChatService:
     request_timeout_s: float = 900.0
     system_fingerprint: str = "fp_constrained_0.1"
     created: int = field(default_factory=lambda: int(time.time()))
+    reasoning: Reasoning | None = None  # a reasoning parser: think freely, then the constraint applies
 
     @property
     def info(self) -> TokenizerInfo:
@@ -133,6 +141,12 @@ class ChatService:
             grammar = await self.compile(
                 lambda: constraints.build_tool_grammar(self.compiler, plan, text), "tools"
             )
+        reasoning = self._reasoning(request, max_tokens)
+        if reasoning is not None and grammar is not None:
+            answer = grammar
+            grammar = await self.compile(
+                lambda: reasoning_grammar(self.compiler, answer, reasoning), "reasoning_effort"
+            )
         shortest = await asyncio.to_thread(grammar.min_tokens) if grammar is not None else 0
         if shortest > max_tokens:
             raise APIError(
@@ -150,8 +164,16 @@ class ChatService:
             stop=request.stop_list,
             logprobs=request.logprobs,
             top_logprobs=request.top_logprobs or 0,
+            reasoning=reasoning,
         )
         return PreparedChat(request, generation, plan)
+
+    def _reasoning(self, request: ChatCompletionRequest, max_tokens: int) -> Reasoning | None:
+        """The request's thinking (None without a reasoning parser): at most half the output budget."""
+        if self.reasoning is None:
+            return None
+        budget = EFFORT_BUDGETS[request.reasoning_effort or "medium"]
+        return replace(self.reasoning, budget=min(budget, max_tokens // 2))
 
     def _render_prompt(self, request: ChatCompletionRequest) -> list[int]:
         text = render_prompt(self.tokenizer, request)
@@ -290,7 +312,11 @@ class ChatService:
             handle.cancel()
         choices = []
         for i in range(generation.n):
+            thinking = None
+            if generation.reasoning is not None:
+                thinking, texts[i] = split_reasoning(texts[i], generation.reasoning)
             message, reason = _message(texts[i], reasons[i], plan)
+            message.reasoning_content = thinking
             choices.append(
                 Choice(
                     index=i,
@@ -332,6 +358,23 @@ class ChatService:
             return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
         parsers = [call_parser(plan) for _ in range(generation.n)]
+        splitters = [
+            ReasoningSplitter(generation.reasoning) if generation.reasoning is not None else None
+            for _ in range(generation.n)
+        ]
+
+        def content_deltas(index: int, pieces: list[tuple[str, str]]) -> list[DeltaMessage]:
+            """Reasoning pieces as `reasoning_content`; the answer as content or tool-call deltas."""
+            deltas = []
+            for kind, text in pieces:
+                if kind == "reasoning":
+                    deltas.append(DeltaMessage(reasoning_content=text))
+                elif parsers[index] is None:
+                    deltas.append(DeltaMessage(content=text))
+                else:
+                    deltas.extend(_deltas(parsers[index].feed(text)))
+            return deltas
+
         try:
             for i in range(generation.n):
                 first = DeltaMessage(role="assistant", content=None if parsers[i] is not None else "")
@@ -344,17 +387,18 @@ class ChatService:
                     break
                 if isinstance(event, ChoiceDelta):
                     lp = ChoiceLogprobs(content=self._logprobs(event.logprobs)) if request.logprobs else None
-                    parser = parsers[event.index]
-                    if parser is None:
-                        deltas = [DeltaMessage(content=event.text)]
-                    else:
-                        deltas = _deltas(parser.feed(event.text))
-                        if not deltas and lp is not None:  # text held back: the logprobs still go out
-                            deltas = [DeltaMessage()]
+                    splitter = splitters[event.index]
+                    pieces = splitter.feed(event.text) if splitter else [("content", event.text)]
+                    deltas = content_deltas(event.index, pieces)
+                    if not deltas and lp is not None:  # text held back: the logprobs still go out
+                        deltas = [DeltaMessage()]
                     for k, delta in enumerate(deltas):
                         yield chunk([ChunkChoice(index=event.index, delta=delta, logprobs=None if k else lp)])
                 elif isinstance(event, ChoiceFinished):
                     reason = event.finish_reason
+                    splitter = splitters[event.index]
+                    for delta in content_deltas(event.index, splitter.finish() if splitter else []):
+                        yield chunk([ChunkChoice(index=event.index, delta=delta)])
                     parser = parsers[event.index]
                     if parser is not None:
                         for delta in _deltas(parser.finish()):

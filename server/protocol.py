@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-IGNORED_FIELDS = ("user", "metadata", "store", "service_tier", "modalities", "prediction", "reasoning_effort")
+IGNORED_FIELDS = ("user", "metadata", "store", "service_tier", "modalities", "prediction")
 NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"  # function and json_schema names, as OpenAI requires
 
 
@@ -156,7 +156,8 @@ class ChatCompletionRequest(_Strict):
     service_tier: str | None = None
     modalities: list[str] | None = None
     prediction: dict[str, Any] | None = None
-    reasoning_effort: str | None = None
+    # Thinking budget when the server runs a reasoning parser (`serve --reasoning-parser think`).
+    reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None
 
     @field_validator("stop")
     @classmethod
@@ -201,6 +202,7 @@ class ChoiceLogprobs(BaseModel):
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
+    reasoning_content: str | None = None  # the thinking block (with a reasoning parser), as vLLM
     refusal: str | None = None
     tool_calls: list[ToolCall] | None = None
 
@@ -231,6 +233,7 @@ class ChatCompletion(BaseModel):
 class DeltaMessage(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    reasoning_content: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
 
 

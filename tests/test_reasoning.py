@@ -1,0 +1,110 @@
+"""Think, then answer: free thinking up to the closing tag (bounded), then the constraint; the thinking is
+returned apart from the answer."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import threading
+
+import jsonschema
+import pytest
+
+from constrained.engine import ChoiceDelta, Engine, GenerationRequest, RequestFinished
+from constrained.grammar import GrammarCompiler
+from constrained.reasoning import Reasoning, ReasoningSplitter, reasoning_grammar, split_reasoning
+from constrained.sampling import SamplingParams
+from constrained.tokenizer_info import TokenizerInfo
+from grammars.reasoning import text_without
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"answer": {"type": "integer"}, "unit": {"enum": ["m", "s"]}},
+    "required": ["answer", "unit"],
+    "additionalProperties": False,
+}
+
+
+@pytest.mark.parametrize("tag", ["</think>", "[/THINK]", "◁/think▷"])
+def test_text_without_tag_is_exact(tag):
+    pattern = re.compile(text_without(tag), re.DOTALL)
+    alphabet = [*tag, tag, tag[:-1], "x", "\n", "é"]
+    rng = random.Random(tag)
+    for _ in range(5000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 7)))
+        assert (pattern.fullmatch(text) is not None) == (tag not in text), text
+
+
+def test_tags_with_a_repeated_character_are_refused():
+    with pytest.raises(ValueError, match="none repeated"):
+        text_without("<<END>>")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '<think>\nhmm, 2+2</think>\n\n{"answer": 4}',
+        '</think>{"a": "</think>"}',
+        "still thinking, cut by length",
+        "<think>a</thi</think> x",
+        "<thi",
+    ],
+)
+def test_streamed_split_equals_the_finished_split(text):
+    reasoning = Reasoning()
+    expected = split_reasoning(text, reasoning)
+    rng = random.Random(text)
+    for _ in range(100):
+        cuts = sorted(rng.sample(range(len(text) + 1), min(3, len(text) + 1)))
+        splitter = ReasoningSplitter(reasoning)
+        pieces = []
+        for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True):
+            pieces += splitter.feed(text[a:b])
+        pieces += splitter.finish()
+        kinds = [kind for kind, _ in pieces]
+        assert kinds == sorted(kinds, key=["reasoning", "content"].index)  # thinking first, then the answer
+        got = tuple("".join(t for k, t in pieces if k == kind) for kind in ("reasoning", "content"))
+        assert got == expected
+
+
+def test_split_reasoning():
+    assert split_reasoning('<think>\nplan</think>\n\n{"a":1}', Reasoning()) == ("plan", '{"a":1}')
+    assert split_reasoning("no tag", Reasoning()) == ("no tag", "")
+
+
+def _generate(loaded, request: GenerationRequest) -> tuple[str, int]:
+    engine = Engine(loaded.runtime(4), loaded.tokenizer, max_batch_size=4)
+    text, usage, done = [""], [0], threading.Event()
+
+    def emit(event):
+        if isinstance(event, ChoiceDelta):
+            text[0] += event.text
+        elif isinstance(event, RequestFinished):
+            usage[0] = event.completion_tokens
+            done.set()
+
+    try:
+        engine.submit(request, emit)
+        assert done.wait(300)
+    finally:
+        engine.shutdown()
+    return text[0], usage[0]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_adversary_thinks_then_answers_valid_json_within_its_budget(adversary, seed):
+    tokenizer = adversary.tokenizer
+    compiler = GrammarCompiler(TokenizerInfo.from_huggingface(tokenizer, adversary.vocab_size))
+    reasoning = Reasoning(budget=40)
+    grammar = reasoning_grammar(compiler, compiler.compile_json_schema(SCHEMA), reasoning)
+    prompt = tokenizer.encode("<|im_start|>user\nHow far?<|im_end|>\n<|im_start|>assistant\n<think>\n")
+    request = GenerationRequest(
+        prompt, 120, SamplingParams(temperature=1.0, seed=seed), grammar=grammar, reasoning=reasoning
+    )
+    text, _ = _generate(adversary, request)
+    thinking, answer = split_reasoning(text, reasoning)
+    assert reasoning.close_tag in text
+    jsonschema.validate(json.loads(answer), SCHEMA)
+    head = text.partition(reasoning.close_tag)[0]
+    assert len(tokenizer.encode(head, add_special_tokens=False)) <= reasoning.budget + 8  # retokenized
