@@ -36,11 +36,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import LogitsProcessor
+from transformers import LogitsProcessor, PreTrainedTokenizerBase
 
 from constrained.api import Compiler, schema_of
 from constrained.bitmask import allocate_bitmask, apply_bitmask_, pack_token_ids
 from constrained.constraints import Constraint, JsonSchema, Regex
+from constrained.fast_forward import forced_tokens
 from constrained.grammar import Grammar, Matcher
 
 log = logging.getLogger(__name__)
@@ -187,6 +188,11 @@ class GrammarLogitsProcessor(LogitsProcessor):
     @staticmethod
     def _eos_mask(grammar: Grammar, width: int) -> np.ndarray:
         return pack_token_ids(sorted(grammar.info.eos_token_ids), width)
+
+    def forced_tokens(self, row: int, tokenizer: PreTrainedTokenizerBase, limit: int = 32) -> list[int]:
+        """Tokens the constraint forces next for `row` (`constrained.fast_forward`): a caller may append them
+        to the row's input instead of sampling them one forward pass at a time."""
+        return forced_tokens(self.matchers[row], tokenizer, limit)
 
     def outputs_complete(self) -> list[bool]:
         """Per row: whether the text generated so far is a complete instance (EOS accepted or acceptable)."""

@@ -71,6 +71,7 @@ from constrained.constraints import (
     Tools,
     ToolSpec,
 )
+from constrained.fast_forward import forced_tokens
 from constrained.grammar import GRAMMAR_SYNTAXES, Grammar, GrammarCompiler, Matcher
 
 logger = logging.getLogger(__name__)
@@ -240,6 +241,10 @@ class RequestConstraint:
             bitmask[row].copy_(torch.from_numpy(eos.copy()))
         else:
             self.matcher.fill_bitmask(bitmask, row)
+
+    def forced_tokens(self, tokenizer: Any, limit: int = 32) -> list[int]:
+        """The tokens the constraint forces next (none once the request failed)."""
+        return [] if self.failed else forced_tokens(self.matcher, tokenizer, limit)
 
     def is_terminated(self) -> bool:
         return self.failed or self.matcher.is_terminated()
@@ -516,6 +521,10 @@ class ConstrainedStructuredOutputGrammar(_SOGrammar):
 
     def fill_bitmask(self, bitmask: torch.Tensor, idx: int) -> None:
         self.matcher.fill_bitmask(bitmask, idx)
+
+    def forced_tokens(self, tokenizer: Any, limit: int = 32) -> list[int]:
+        """The tokens the constraint forces next (XGrammar's jump-forward, as canonical token ids)."""
+        return forced_tokens(self.matcher, tokenizer, limit)
 
     def is_terminated(self) -> bool:
         return self.matcher.is_terminated()

@@ -237,3 +237,20 @@ def test_constraint_processor_per_batch_item_and_tools(adversary):
         )
     with pytest.raises(ValueError, match="leaves the output free"):
         ConstraintLogitsProcessor(Tools(tools.tools, "none"), tokenizer)
+
+
+def test_forced_tokens_exposed_per_row(adversary):
+    """The processor tells, per row, the tokens the constraint forces next (canonical tokenization)."""
+    tokenizer = adversary.tokenizer
+    schema = {
+        "type": "object",
+        "properties": {"temperature": {"type": "number"}},
+        "required": ["temperature"],
+    }
+    processor = JSONSchemaLogitsProcessor(schema, tokenizer)
+    prompt = tokenizer("JSON: ", return_tensors="pt").input_ids
+    processor(prompt, torch.zeros(1, adversary.vocab_size))
+    generated = torch.cat([prompt, torch.tensor([tokenizer.encode('{"', add_special_tokens=False)])], dim=1)
+    processor(generated, torch.zeros(1, adversary.vocab_size))
+    forced = processor.forced_tokens(0, tokenizer)
+    assert forced and forced == tokenizer.encode('temperature":', add_special_tokens=False)[:-1]

@@ -360,3 +360,12 @@ def test_served_by_vllm(embedded, tmp_path):
             server.kill()
         log.close()
         shutil.rmtree(tmp_path / "unused", ignore_errors=True)
+
+
+def test_forced_tokens_exposed_for_jump_forward(compiler, tokenizer):
+    """After `{"`, the property name is forced: the plug-in's grammars give its canonical tokens."""
+    grammar = ConstrainedStructuredOutputGrammar(compiler.compile_json_schema(SCHEMA))
+    assert grammar.accept_tokens("r", encode(tokenizer, '{"'))
+    forced = grammar.forced_tokens(tokenizer)
+    assert forced == encode(tokenizer, 'name":')[:-1] and forced
+    assert grammar.accept_tokens("r", forced)
