@@ -39,6 +39,19 @@ def register(commands) -> Callable[[argparse.Namespace], None]:
         help="what runs the model: llama.cpp (a .gguf, weights quantized) or torch; auto (default) = "
         "llama.cpp for a .gguf when llama-cpp-python is installed",
     )
+    serve.add_argument(
+        "--no-fast-forward",
+        dest="fast_forward",
+        action="store_false",
+        help="sample every token, even those the constraint forces (default: forced tokens are appended "
+        "without a forward pass each)",
+    )
+    serve.add_argument(
+        "--reasoning-parser",
+        choices=["think"],
+        help="the model thinks first: <think>…</think> is free (bounded by reasoning_effort), the "
+        "constraint applies after it, and responses carry it as reasoning_content",
+    )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument(
@@ -62,6 +75,12 @@ def register(commands) -> Callable[[argparse.Namespace], None]:
 
 
 def run(args: argparse.Namespace) -> None:
+    # OpenMP (torch's and llama.cpp's) spin-waits between parallel regions by default; when the cores are
+    # shared (compile workers, other processes) the spinning threads take the CPU the decode needs.
+    # PASSIVE lets them sleep; measured on 2 cores with `bench/load.py --hostile` (issue 15). Set before the
+    # model runtime loads libgomp, which reads it once; an explicit OMP_WAIT_POLICY wins.
+    pass
+    from constrained.reasoning import Reasoning
     from server.serving import serve
 
     limits = Limits(**{name: getattr(args, name) for name in Limits.__dataclass_fields__})
@@ -70,6 +89,8 @@ def run(args: argparse.Namespace) -> None:
         args.host,
         args.port,
         runtime=args.runtime,
+        fast_forward=args.fast_forward,
+        reasoning=Reasoning() if args.reasoning_parser else None,
         max_batch_size=args.max_batch_size,
         limits=limits,
         api_key=args.api_key,

@@ -14,6 +14,7 @@ from constrained.compile_pool import IsolatedCompiler
 from constrained.engine import Engine
 from constrained.grammar import GrammarCompiler
 from constrained.models import LoadedModel, Runtime, load_model
+from constrained.reasoning import Reasoning
 from constrained.tokenizer_info import TokenizerInfo
 from server.app import create_app
 from server.chat import ChatService
@@ -23,15 +24,22 @@ log = logging.getLogger(__name__)
 
 
 def build_service(
-    loaded: LoadedModel, *, max_batch_size: int = 32, limits: Limits | None = None
+    loaded: LoadedModel,
+    *,
+    max_batch_size: int = 32,
+    limits: Limits | None = None,
+    fast_forward: bool = True,
+    reasoning: Reasoning | None = None,
 ) -> ChatService:
+    """`reasoning`: the model thinks first (a reasoning parser); `fast_forward`: forced tokens not sampled."""
     limits = limits or Limits()
     info = TokenizerInfo.from_huggingface(loaded.tokenizer, loaded.vocab_size)
-    engine = Engine(loaded.runtime(max_batch_size), loaded.tokenizer, max_batch_size=max_batch_size)
-    # schema walks run in worker processes: a heavy or hostile schema never holds the decode loop's GIL
-    compiler = GrammarCompiler(
-        info, max_states=limits.max_automaton_states, compile_schema=IsolatedCompiler()
-    )
+    runtime = loaded.runtime(max_batch_size)
+    engine = Engine(runtime, loaded.tokenizer, max_batch_size=max_batch_size, fast_forward=fast_forward)
+    # schema walks and automaton initialisation run in worker processes, under the compile budget: a heavy
+    # or hostile schema is refused there and never holds the decode loop's GIL
+    isolated = IsolatedCompiler(max_states=limits.max_automaton_states)
+    compiler = GrammarCompiler(info, max_states=limits.max_automaton_states, compile_schema=isolated)
     return ChatService(
         engine,
         loaded.tokenizer,
@@ -39,6 +47,7 @@ def build_service(
         loaded.model_id,
         compile_timeout_s=limits.compile_timeout_s,
         request_timeout_s=limits.request_timeout_s,
+        reasoning=reasoning,
     )
 
 
@@ -51,12 +60,16 @@ def serve(
     max_batch_size: int = 32,
     limits: Limits | None = None,
     api_key: str | None = None,
+    fast_forward: bool = True,
+    reasoning: Reasoning | None = None,
 ) -> None:
     """Serve until interrupted; on SIGINT/SIGTERM uvicorn stops accepting, in-flight requests finish."""
     limits = limits or Limits()
     loaded = load_model(model, runtime=runtime)
     log.info("loaded model %s on the %s runtime", model, loaded.runtime_name)
-    service = build_service(loaded, max_batch_size=max_batch_size, limits=limits)
+    service = build_service(
+        loaded, max_batch_size=max_batch_size, limits=limits, fast_forward=fast_forward, reasoning=reasoning
+    )
     log.info(
         "serving %s on http://%s:%d/v1%s", service.model_id, host, port, " (API key required)" * bool(api_key)
     )

@@ -108,3 +108,46 @@ def test_adversary_thinks_then_answers_valid_json_within_its_budget(adversary, s
     jsonschema.validate(json.loads(answer), SCHEMA)
     head = text.partition(reasoning.close_tag)[0]
     assert len(tokenizer.encode(head, add_special_tokens=False)) <= reasoning.budget + 8  # retokenized
+
+
+@pytest.fixture(scope="module")
+def reasoning_client(adversary):
+    import openai
+
+    from server.app import create_app
+    from server.serving import build_service
+    from tests.conftest import LiveServer, free_port
+
+    service = build_service(adversary, max_batch_size=8, reasoning=Reasoning())
+    with LiveServer(create_app(service), free_port()) as server:
+        yield openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+    service.engine.shutdown()
+
+
+def test_server_returns_reasoning_apart_and_a_valid_answer(reasoning_client):
+    from tests.conftest import TEST_MODEL_ID
+
+    kwargs = dict(
+        model=TEST_MODEL_ID,
+        messages=[{"role": "user", "content": "How far, in JSON?"}],
+        response_format={"type": "json_schema", "json_schema": {"name": "d", "schema": SCHEMA}},
+        max_tokens=80,
+        seed=5,
+        temperature=1.0,
+        reasoning_effort="minimal",
+    )
+    message = reasoning_client.chat.completions.create(**kwargs).choices[0].message
+    thinking = message.model_extra["reasoning_content"]
+    assert isinstance(thinking, str) and "</think>" not in thinking
+    jsonschema.validate(json.loads(message.content), SCHEMA)
+    streamed = {"reasoning_content": "", "content": ""}
+    order = []
+    for chunk in reasoning_client.chat.completions.create(stream=True, **kwargs):
+        for choice in chunk.choices:
+            delta = choice.delta.model_dump(exclude_none=True)
+            for key in streamed:
+                if delta.get(key):
+                    streamed[key] += delta[key]
+                    order.append(key)
+    assert order == sorted(order, key=["reasoning_content", "content"].index)
+    assert streamed == {"reasoning_content": thinking, "content": message.content}  # same seed, same text
