@@ -28,6 +28,7 @@ from outlines_core import Index, Vocabulary
 
 from constrained.bitmask import pack_token_ids
 from constrained.closing import ClosingPlan
+from constrained.disk_cache import DiskCache
 from constrained.token_index import LazyTokenIndex, TokenVocabulary
 from constrained.token_index.automaton import DEAD
 from constrained.tokenizer_info import TokenizerInfo
@@ -225,7 +226,8 @@ class GrammarCompiler:
     `backend="lazy"` (default) builds `constrained.token_index.LazyTokenIndex` (masks computed per state on
     first visit); `backend="outlines"` builds outlines-core's `Index` up front (the reference oracle).
     `compile_schema` turns a schema into its grammar (`grammars.compile_json_schema` in this process by
-    default; the server passes `constrained.compile_pool.IsolatedCompiler`).
+    default; the server passes `constrained.compile_pool.IsolatedCompiler`); with a `disk_cache`
+    (`constrained.disk_cache.DiskCache`) a schema compiled once, by any process, is not walked again.
     """
 
     def __init__(
@@ -236,8 +238,10 @@ class GrammarCompiler:
         backend: str = "lazy",
         max_states: int = 200_000,
         compile_schema: Callable[[Any, JsonSchemaOptions], CompiledSchema] = compile_json_schema,
+        disk_cache: DiskCache | None = None,
     ) -> None:
         self.compile_schema = compile_schema
+        self.disk_cache = disk_cache
         if backend not in ("lazy", "outlines"):
             raise ValueError(f"unknown token index backend {backend!r} (expected 'lazy' or 'outlines')")
         self.info = info
@@ -261,7 +265,17 @@ class GrammarCompiler:
         options = options or JsonSchemaOptions()
         # Key order is kept: `properties` order is the output order, so reordered schemas are different.
         key = ("json_schema", _schema_key(schema), repr(options))
-        return self._cached(key, lambda: self.compile_schema(schema, options))
+        return self._cached(key, lambda: self._walk(schema, options, "\0".join(key)))
+
+    def _walk(self, schema: Mapping[str, Any] | bool, options: JsonSchemaOptions, key: str) -> CompiledSchema:
+        """The schema's rule grammar: from the disk cache when there is one, else compiled (and stored)."""
+        if self.disk_cache is None:
+            return self.compile_schema(schema, options)
+        compiled = self.disk_cache.get(key)
+        if compiled is None:
+            compiled = self.compile_schema(schema, options)
+            self.disk_cache.put(key, compiled)
+        return compiled
 
     def compile_json_object(self) -> Grammar:
         """Any JSON object (`response_format: json_object`), nested to the stack limit."""

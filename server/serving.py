@@ -11,9 +11,10 @@ import logging
 import uvicorn
 
 from constrained.compile_pool import IsolatedCompiler
+from constrained.disk_cache import DiskCache
 from constrained.engine import Engine
 from constrained.grammar import GrammarCompiler
-from constrained.models import LoadedModel, Runtime, load_model
+from constrained.models import LoadedModel, Runtime, cache_dir, load_model
 from constrained.reasoning import Reasoning
 from constrained.tokenizer_info import TokenizerInfo
 from server.app import create_app
@@ -30,6 +31,7 @@ def build_service(
     limits: Limits | None = None,
     fast_forward: bool = True,
     reasoning: Reasoning | None = None,
+    disk_cache: DiskCache | None = None,
 ) -> ChatService:
     """`reasoning`: the model thinks first (a reasoning parser); `fast_forward`: forced tokens not sampled."""
     limits = limits or Limits()
@@ -38,8 +40,10 @@ def build_service(
     engine = Engine(runtime, loaded.tokenizer, max_batch_size=max_batch_size, fast_forward=fast_forward)
     # schema walks and automaton initialisation run in worker processes, under the compile budget: a heavy
     # or hostile schema is refused there and never holds the decode loop's GIL
-    isolated = IsolatedCompiler(max_states=limits.max_automaton_states)
-    compiler = GrammarCompiler(info, max_states=limits.max_automaton_states, compile_schema=isolated)
+    isolated = IsolatedCompiler(max_states=limits.max_automaton_states, nice=0)
+    compiler = GrammarCompiler(
+        info, max_states=limits.max_automaton_states, compile_schema=isolated, disk_cache=disk_cache
+    )
     return ChatService(
         engine,
         loaded.tokenizer,
@@ -68,7 +72,12 @@ def serve(
     loaded = load_model(model, runtime=runtime)
     log.info("loaded model %s on the %s runtime", model, loaded.runtime_name)
     service = build_service(
-        loaded, max_batch_size=max_batch_size, limits=limits, fast_forward=fast_forward, reasoning=reasoning
+        loaded,
+        max_batch_size=max_batch_size,
+        limits=limits,
+        fast_forward=fast_forward,
+        reasoning=reasoning,
+        disk_cache=DiskCache(cache_dir() / "schemas"),  # a restart does not walk known schemas again
     )
     log.info(
         "serving %s on http://%s:%d/v1%s", service.model_id, host, port, " (API key required)" * bool(api_key)
