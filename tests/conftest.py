@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,41 @@ def client(live_server):
     import openai
 
     return openai.OpenAI(base_url=live_server.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+@dataclass
+class Outputs:
+    texts: list[list[str]]  # per request, per choice
+    completion_tokens: int
+    failures: list[str]
+
+
+def run_requests(engine, requests: list, timeout: float = 300) -> Outputs:
+    """Submit `requests` to `engine` at once and wait for all of them; their texts, usage and failures."""
+    from constrained.engine import ChoiceDelta, RequestFailed, RequestFinished
+
+    out = Outputs([[""] * request.n for request in requests], 0, [])
+    left = [len(requests)]
+    done = threading.Event()
+    lock = threading.Lock()
+
+    def emitter(k: int):
+        def emit(event) -> None:
+            if isinstance(event, ChoiceDelta):
+                out.texts[k][event.index] += event.text
+            elif isinstance(event, RequestFinished | RequestFailed):
+                with lock:
+                    if isinstance(event, RequestFailed):
+                        out.failures.append(event.message)
+                    else:
+                        out.completion_tokens += event.completion_tokens
+                    left[0] -= 1
+                    if not left[0]:
+                        done.set()
+
+        return emit
+
+    for k, request in enumerate(requests):
+        engine.submit(request, emitter(k))
+    assert done.wait(timeout), "requests did not finish in time"
+    return out

@@ -4,16 +4,16 @@ passes, and greedy output is the same text with and without them."""
 from __future__ import annotations
 
 import json
-import threading
 
 import jsonschema
 import pytest
 
-from constrained.engine import ChoiceDelta, Engine, GenerationRequest, RequestFailed, RequestFinished
+from constrained.engine import Engine, GenerationRequest
 from constrained.fast_forward import forced_tokens
 from constrained.grammar import GrammarCompiler
 from constrained.sampling import SamplingParams
 from constrained.tokenizer_info import TokenizerInfo
+from tests.conftest import run_requests
 
 SCHEMA = {
     "type": "object",
@@ -70,33 +70,15 @@ class _CountingRuntime:
 
 
 def _run(loaded, requests, fast_forward: bool) -> tuple[list[list[str]], int, int]:
+    """Texts, forward passes after the prefills, and completion tokens."""
     runtime = _CountingRuntime(loaded.runtime(8))
     engine = Engine(runtime, loaded.tokenizer, max_batch_size=8, fast_forward=fast_forward)
-    texts = [[""] * request.n for request in requests]
-    usage = [0]
-    done = threading.Event()
-    left = [len(requests)]
-
-    def emitter(k):
-        def emit(event):
-            if isinstance(event, ChoiceDelta):
-                texts[k][event.index] += event.text
-            elif isinstance(event, RequestFinished | RequestFailed):
-                assert isinstance(event, RequestFinished), event
-                usage[0] += event.completion_tokens
-                left[0] -= 1
-                if not left[0]:
-                    done.set()
-
-        return emit
-
     try:
-        for k, request in enumerate(requests):
-            engine.submit(request, emitter(k))
-        assert done.wait(300)
+        out = run_requests(engine, requests)
     finally:
         engine.shutdown()
-    return texts, runtime.steps, usage[0]
+    assert not out.failures
+    return out.texts, runtime.steps, out.completion_tokens
 
 
 def _requests(tokenizer, grammar, prompts: list[str], max_tokens: int = 80) -> list[GenerationRequest]:

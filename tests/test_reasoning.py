@@ -6,17 +6,17 @@ from __future__ import annotations
 import json
 import random
 import re
-import threading
 
 import jsonschema
 import pytest
 
-from constrained.engine import ChoiceDelta, Engine, GenerationRequest, RequestFinished
+from constrained.engine import Engine, GenerationRequest
 from constrained.grammar import GrammarCompiler
 from constrained.reasoning import Reasoning, ReasoningSplitter, reasoning_grammar, split_reasoning
 from constrained.sampling import SamplingParams
 from constrained.tokenizer_info import TokenizerInfo
 from grammars.reasoning import text_without
+from tests.conftest import run_requests
 
 SCHEMA = {
     "type": "object",
@@ -73,23 +73,14 @@ def test_split_reasoning():
     assert split_reasoning("no tag", Reasoning()) == ("no tag", "")
 
 
-def _generate(loaded, request: GenerationRequest) -> tuple[str, int]:
+def _generate(loaded, request: GenerationRequest) -> str:
     engine = Engine(loaded.runtime(4), loaded.tokenizer, max_batch_size=4)
-    text, usage, done = [""], [0], threading.Event()
-
-    def emit(event):
-        if isinstance(event, ChoiceDelta):
-            text[0] += event.text
-        elif isinstance(event, RequestFinished):
-            usage[0] = event.completion_tokens
-            done.set()
-
     try:
-        engine.submit(request, emit)
-        assert done.wait(300)
+        out = run_requests(engine, [request])
     finally:
         engine.shutdown()
-    return text[0], usage[0]
+    assert not out.failures
+    return out.texts[0][0]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -102,7 +93,7 @@ def test_adversary_thinks_then_answers_valid_json_within_its_budget(adversary, s
     request = GenerationRequest(
         prompt, 120, SamplingParams(temperature=1.0, seed=seed), grammar=grammar, reasoning=reasoning
     )
-    text, _ = _generate(adversary, request)
+    text = _generate(adversary, request)
     thinking, answer = split_reasoning(text, reasoning)
     assert reasoning.close_tag in text
     jsonschema.validate(json.loads(answer), SCHEMA)

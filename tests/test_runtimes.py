@@ -4,16 +4,16 @@ logits and the same constrained outputs on both."""
 from __future__ import annotations
 
 import json
-import threading
 
 import jsonschema
 import pytest
 import torch
 
-from constrained.engine import ChoiceDelta, Engine, GenerationRequest, RequestFailed, RequestFinished
+from constrained.engine import Engine, GenerationRequest
 from constrained.grammar import GrammarCompiler
 from constrained.sampling import SamplingParams
 from constrained.tokenizer_info import TokenizerInfo
+from tests.conftest import run_requests
 
 pytestmark = pytest.mark.llamacpp
 
@@ -66,32 +66,12 @@ def test_same_weights_same_logits_through_prefill_copies_decode_keep(adversary, 
 
 def _generate(loaded, requests: list[GenerationRequest]) -> list[list[str]]:
     engine = Engine(loaded.runtime(16), loaded.tokenizer, max_batch_size=16)
-    texts = [[""] * request.n for request in requests]
-    left = [len(requests)]
-    done = threading.Event()
-    failures: list[str] = []
-
-    def emitter(k):
-        def emit(event):
-            if isinstance(event, ChoiceDelta):
-                texts[k][event.index] += event.text
-            elif isinstance(event, RequestFinished | RequestFailed):
-                if isinstance(event, RequestFailed):
-                    failures.append(event.message)
-                left[0] -= 1
-                if left[0] == 0:
-                    done.set()
-
-        return emit
-
     try:
-        for k, request in enumerate(requests):
-            engine.submit(request, emitter(k))
-        assert done.wait(300)
+        out = run_requests(engine, requests)
     finally:
         engine.shutdown()
-    assert not failures
-    return texts
+    assert not out.failures
+    return out.texts
 
 
 def test_constrained_outputs_identical_on_both_runtimes(adversary, adversary_gguf):
