@@ -14,8 +14,9 @@ every 10 s, to show memory stays flat.
 in two phases on the same server: alone, then while `--hostile-streams` background loops (default 1) keep
 sending schemas that are over a budget and must each get a 4xx: 300,000 properties (over the body size), a
 20,000-value enum (over the schema size, a new seed each time), objects nested 200 deep (over the JSON depth),
-`$ref`/allOf chains that exceed the compile deadline (one checked by the compiler, one only stopped by killing
-the worker), and the ReDoS pattern `(((a+)+)+)+$` with a huge minLength (over the automaton budget). It checks
+`$ref`/allOf chains that exceed the compile deadline (one checked by the compiler, one that only the compile
+worker's alarm or kill stops), and the ReDoS pattern `(((a+)+)+)+$` with a huge minLength (its automaton's
+initialisation is over budget: refused by the compile worker, see constrained/compile_pool.py). It checks
 that every hostile request got a 4xx and no normal one failed (exit status 1 otherwise), prints ok/failed and
 latency p50/p99 per phase, and last `hostile: p50_alone_ms=A p50_with_hostile_ms=B ratio=R`.
 """

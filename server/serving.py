@@ -40,7 +40,7 @@ def build_service(
     engine = Engine(runtime, loaded.tokenizer, max_batch_size=max_batch_size, fast_forward=fast_forward)
     # schema walks and automaton initialisation run in worker processes, under the compile budget: a heavy
     # or hostile schema is refused there and never holds the decode loop's GIL
-    isolated = IsolatedCompiler(max_states=limits.max_automaton_states, nice=0)
+    isolated = IsolatedCompiler(max_states=limits.max_automaton_states)
     compiler = GrammarCompiler(
         info, max_states=limits.max_automaton_states, compile_schema=isolated, disk_cache=disk_cache
     )
