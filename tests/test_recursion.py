@@ -152,3 +152,19 @@ def test_rule_graph_agrees_with_its_regex_export_on_the_corpus():
                 assert dfa.accepts(text) == (regex.fullmatch(text) is not None), (record["id"], text[:80])
                 checked += 1
     assert checked > 50
+
+
+def test_long_runs_of_optional_properties_do_not_recurse_per_property(tokenizer):
+    """1,000 optional properties after the required ones: the automaton's linear forms walk the run as a
+    loop (was a RecursionError, a 500, at the first row past the required part)."""
+    props = {f"f{k}": [{"type": "string", "maxLength": 4}, {"type": "integer"}][k % 2] for k in range(1000)}
+    schema = {
+        "type": "object",
+        "properties": props,
+        "required": list(props)[:50],
+        "additionalProperties": False,
+    }
+    dfa = LazyDFA(compile_json_schema(schema, JsonSchemaOptions(compile_seconds=60)).grammar)
+    instance = json.dumps({name: ["x", 1][k % 2] for k, name in enumerate(props)}, separators=(",", ":"))
+    assert dfa.accepts(instance)
+    assert not dfa.accepts(instance[:-1])

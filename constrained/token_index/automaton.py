@@ -534,8 +534,7 @@ class TermStore:
         if kind == K_BYTES:
             return ((self.data[t][0], EPS),)
         if kind == K_CAT:
-            a, b = self.data[t]
-            return self._lf_then(self.lf(a), b)
+            return self._cat_lf(t)
         if kind == K_ALT:
             return _dedupe(it for u in self.data[t] for it in self.lf(u))
         if kind == K_LAZY:
@@ -617,6 +616,33 @@ class TermStore:
         if not self.productive(t):
             return ()
         return tuple(None if it is None else (it[0], self.cat(it[1], RET)) for it in items)
+
+    def _cat_lf(self, t: int) -> tuple:
+        """Linear form of a right-nested concatenation a1 (a2 (a3 ...)), walked as a loop: a long run of
+        nullable items (an object's optional properties) would otherwise recurse once per item. Equal to
+        `_lf_then(lf(a1), rest)` applied down the chain: each item's MATCH is replaced, in place, by the
+        linear form of what follows it."""
+        out: list = []
+        after: list[list] = []  # per nullable item: its items that come after its MATCH
+        rest = t
+        while self.kind[rest] == K_CAT:
+            a, b = self.data[rest]
+            items = self.lf(a)
+            if None not in items:
+                out.extend((it[0], self.cat(it[1], b)) for it in items)
+                break
+            cut = items.index(None)
+            out.extend((it[0], self.cat(it[1], b)) for it in items[:cut])
+            after.append([None if it is None else (it[0], self.cat(it[1], b)) for it in items[cut + 1 :]])
+            rest = b
+        else:
+            out.extend(self.lf(rest))
+        for items in reversed(after):
+            for it in items:
+                if it is None:
+                    continue  # a second MATCH: the first one already stands for the continuation
+                out.append(it)
+        return _dedupe(out)
 
     def _lf_then(self, items: tuple, b: int) -> tuple:
         out = []
