@@ -93,3 +93,33 @@ def test_constrained_outputs_identical_on_both_runtimes(adversary, adversary_ggu
     assert on_llamacpp == on_torch
     for text in [t for choices in on_llamacpp for t in choices]:
         jsonschema.validate(json.loads(text), SCHEMA)
+
+
+def test_llamacpp_reuses_remembered_prompt_prefixes_exactly(adversary, adversary_gguf):
+    """A prompt sharing a prefix with an earlier one decodes only the rest, with the same logits."""
+    tokenizer = adversary.tokenizer
+    system = tokenizer.encode("<|im_start|>system\nYou are a careful assistant.<|im_end|>\n")
+    prompts = [system + tokenizer.encode(text) for text in ("first question", "second question?", "x")]
+    fast = adversary_gguf.runtime(4)
+    decoded: list[int] = []
+    original = fast._run
+
+    def counting(entries):
+        decoded.append(len(entries))
+        return original(entries)
+
+    fast._run = counting
+    for prompt in prompts:
+        expected = adversary.runtime(4).prefill([prompt], [1])
+        got = fast.prefill([prompt], [1])
+        assert torch.allclose(got, expected, atol=1e-2)
+        assert torch.allclose(fast.decode([[5]]), _torch_next(adversary, prompt, 5), atol=1e-2)
+        fast.reset()
+    assert decoded[0] == len(prompts[0])  # nothing remembered yet
+    assert decoded[2] == len(prompts[1]) - len(system)  # the system prompt's cells are shared
+
+
+def _torch_next(loaded, prompt: list[int], token: int) -> torch.Tensor:
+    runtime = loaded.runtime(1)
+    runtime.prefill([prompt], [1])
+    return runtime.decode([[token]])

@@ -8,7 +8,9 @@ Contract:
 - Every `decode` is one `llama_decode` over the rows' new tokens (one each, more when forced); the logits
   of all rows are copied out in one NumPy view (`[rows, vocab]`, batch order). `prefill` feeds the prompts
   in batches of at most `n_batch` tokens and shares a prompt's KV cells between its copies
-  (`llama_memory_seq_cp`, no recompute).
+  (`llama_memory_seq_cp`, no recompute). The last `cached_prompts` prompts stay in the cache under spare
+  sequence ids; a new prompt shares the cells of its longest common prefix with one of them and decodes
+  only the rest (llama-server's prompt cache).
 - A failed `llama_decode` (no free KV cells) raises `RuntimeError`; the rows of a failed prefill are removed.
 - `available()` tells whether the package is installed; nothing here imports it before it is needed.
 """
@@ -19,6 +21,7 @@ import ctypes
 import importlib.util
 import logging
 import os
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +34,7 @@ def available() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
+@cache
 def _lib():
     import llama_cpp
 
@@ -71,6 +75,7 @@ class LlamaCppRuntime:
         max_sequences: int = 32,
         context_window: int = 2048,
         threads: int | None = None,
+        cached_prompts: int = 4,
     ) -> None:
         lib = _lib()
         self.model = model
@@ -79,10 +84,10 @@ class LlamaCppRuntime:
         self.context_window = min(context_window, model.context_window)
         self.max_sequences = max_sequences
         params = lib.llama_context_default_params()
-        params.n_ctx = self.context_window * max_sequences
+        params.n_ctx = self.context_window * (max_sequences + cached_prompts)
         params.n_batch = _N_BATCH
         params.n_ubatch = min(512, _N_BATCH)
-        params.n_seq_max = max_sequences
+        params.n_seq_max = max_sequences + cached_prompts
         params.n_threads = params.n_threads_batch = threads or os.cpu_count() or 1
         params.kv_unified = True
         params.no_perf = True
@@ -92,9 +97,12 @@ class LlamaCppRuntime:
             raise RuntimeError("llama.cpp could not create a context")
         self._memory = lib.llama_get_memory(self._ctx)
         self._batch = lib.llama_batch_init(max(_N_BATCH, max_sequences), 0, 1)
-        self._free = list(range(max_sequences - 1, -1, -1))  # sequence ids not in use (pop from the end)
+        self._ids = max_sequences + cached_prompts
+        self._free = list(range(self._ids - 1, -1, -1))  # sequence ids not in use (pop from the end)
         self._seq: list[int] = []  # per row: its sequence id
         self._pos: list[int] = []  # per row: tokens in its cache
+        self._cached_prompts = cached_prompts
+        self._prompts: list[tuple[int, list[int]]] = []  # recent prompts kept in the cache, oldest first
 
     @property
     def rows(self) -> int:
@@ -105,11 +113,10 @@ class LlamaCppRuntime:
             raise RuntimeError(f"more than {self.max_sequences} sequences")
         lib = _lib()
         seqs = [self._free.pop() for _ in prompts]
-        entries = [
-            (token, pos, seq, pos == len(prompt) - 1)
-            for prompt, seq in zip(prompts, seqs, strict=True)
-            for pos, token in enumerate(prompt)
-        ]
+        entries = []
+        for prompt, seq in zip(prompts, seqs, strict=True):
+            start = self._reuse_prefix(prompt, seq)
+            entries += [(prompt[pos], pos, seq, pos == len(prompt) - 1) for pos in range(start, len(prompt))]
         try:
             last = np.concatenate(
                 [self._run(entries[start : start + _N_BATCH]) for start in range(0, len(entries), _N_BATCH)]
@@ -125,7 +132,38 @@ class LlamaCppRuntime:
                 lib.llama_memory_seq_cp(self._memory, seq, clone, -1, -1)
             self._seq.extend([seq, *clones])
             self._pos.extend([len(prompt)] * n)
+            self._remember(prompt, seq)
         return torch.from_numpy(np.repeat(last, copies, axis=0))
+
+    def _reuse_prefix(self, prompt: list[int], seq: int) -> int:
+        """Share the KV cells of the longest prefix `prompt` has in common with a remembered prompt (chat
+        templates start alike: system prompt, tool list); return how many tokens that covers. The last token
+        is always decoded again: its logits are needed."""
+        best, length = None, 0
+        for cached, tokens in self._prompts:
+            common = 0
+            for a, b in zip(tokens, prompt[:-1], strict=False):
+                if a != b:
+                    break
+                common += 1
+            if common > length:
+                best, length = cached, common
+        if best is not None:
+            _lib().llama_memory_seq_cp(self._memory, best, seq, 0, length)
+        return length
+
+    def _remember(self, prompt: list[int], seq: int) -> None:
+        """Keep `prompt`'s cells under a spare sequence id (shared, not copied), forgetting the oldest."""
+        if not self._cached_prompts:
+            return
+        lib = _lib()
+        if len(self._prompts) == self._cached_prompts:
+            oldest, _ = self._prompts.pop(0)
+            lib.llama_memory_seq_rm(self._memory, oldest, -1, -1)
+            self._free.append(oldest)
+        keeper = self._free.pop(0)  # the far end of the free list: row ids are taken from the other end
+        lib.llama_memory_seq_cp(self._memory, seq, keeper, 0, len(prompt))
+        self._prompts.append((keeper, prompt))
 
     def decode(self, tokens: list[list[int]]) -> torch.Tensor:
         entries = [
@@ -148,8 +186,11 @@ class LlamaCppRuntime:
         self._pos = [self._pos[row] for row in rows]
 
     def reset(self) -> None:
-        _lib().llama_memory_clear(self._memory, False)  # metadata only: no page of the cache touched
-        self._free = list(range(self.max_sequences - 1, -1, -1))
+        """Drop every row; remembered prompts stay."""
+        lib = _lib()
+        for seq in self._seq:
+            lib.llama_memory_seq_rm(self._memory, seq, -1, -1)
+            self._free.append(seq)
         self._seq, self._pos = [], []
 
     def _run(self, entries: list[tuple[int, int, int, bool]]) -> np.ndarray:
