@@ -1,13 +1,17 @@
 """End-to-end decode speed per model runtime: free vs JSON-schema-constrained tokens/s, and valid outputs.
 
     python bench/e2e.py [--runtimes torch,llama.cpp] [--batch 1,16] [--prompts K] [--max-tokens M]
-                        [--overlap on,off] [--slow-forward-ms MS] [--peer-llama-server PATH]
+                        [--overlap on,off] [--fast-forward on,off] [--slow-forward-ms MS]
+                        [--peer-llama-server PATH]
 
 For each runtime (`constrained.models.load_model(..., runtime=R)`) and batch size B, the same K prompts run
 greedy through `constrained.engine.Engine`, once constrained by their JSON schema and once free, B requests
 at a time; free and constrained rounds alternate (ABBA) so machine noise hits both alike. Grammars are
 compiled before timing. Every constrained output is validated with `jsonschema`. `--overlap on,off` runs
 each runtime with the masks computed during the forward pass and after it (the engine's `overlap_masks`);
+`--fast-forward on,off` runs each with forced tokens appended without sampling and sampled one forward pass
+at a time; forward passes per constrained output token are printed, and the line
+`fast_forward: on_tok_s=… off_tok_s=… speedup=R` (constrained tokens/s, first batch size, first runtime).
 `--slow-forward-ms 20` adds a GIL-free wait to every decode step, standing in for a GPU forward pass.
 `--peer-llama-server PATH` also starts llama.cpp's own `llama-server` binary on the same GGUF (parallel
 slots = the largest batch, same context per slot) and sends it the same prompts through its OpenAI chat
@@ -34,6 +38,7 @@ import subprocess  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 
 import httpx  # noqa: E402
 import jsonschema  # noqa: E402
@@ -170,23 +175,35 @@ def valid(text: str, schema: dict) -> bool:
     return True
 
 
-class SlowForward:
-    """A runtime whose every decode step also waits, GIL released, as a GPU forward pass would."""
+class Instrumented:
+    """A runtime that counts row-steps (one row fed in one forward pass) and can also wait per step, GIL
+    released, as a GPU forward pass would (`milliseconds`)."""
 
     def __init__(self, runtime, milliseconds: float) -> None:
-        self._runtime, self._seconds = runtime, milliseconds / 1000
+        self._runtime, self._seconds, self.steps = runtime, milliseconds / 1000, 0
 
     def __getattr__(self, name: str):
         return getattr(self._runtime, name)
 
     def decode(self, tokens: list[list[int]]):
-        time.sleep(self._seconds)
+        self.steps += len(tokens)
+        if self._seconds:
+            time.sleep(self._seconds)
         return self._runtime.decode(tokens)
 
 
-def measure(runtime: str, overlap: bool, args: argparse.Namespace) -> dict[int, dict[str, float]]:
+@dataclass(frozen=True)
+class Mode:
+    overlap: bool = True
+    fast_forward: bool = True
+
+    def label(self, runtime: str) -> str:
+        return runtime + " serial" * (not self.overlap) + " no-ff" * (not self.fast_forward)
+
+
+def measure(runtime: str, mode: Mode, args: argparse.Namespace) -> dict[int, dict[str, float]]:
     """tokens/s free and constrained, and valid outputs, per batch size, on one runtime."""
-    label = runtime if overlap else f"{runtime} serial"
+    label = mode.label(runtime)
     lm = load_model(args.model, runtime=runtime)
     tokenizer = lm.tokenizer
     compiler = GrammarCompiler(TokenizerInfo.from_huggingface(tokenizer, lm.vocab_size))
@@ -205,19 +222,25 @@ def measure(runtime: str, overlap: bool, args: argparse.Namespace) -> dict[int, 
         return GenerationRequest(list(ids), args.max_tokens, params=greedy, grammar=grammar)
 
     results: dict[int, dict[str, float]] = {}
-    model_runtime = lm.runtime(max(args.batch))
-    if args.slow_forward_ms:
-        model_runtime = SlowForward(model_runtime, args.slow_forward_ms)
-    engine = Engine(model_runtime, tokenizer, max_batch_size=max(args.batch), overlap_masks=overlap)
+    model_runtime = Instrumented(lm.runtime(max(args.batch)), args.slow_forward_ms)
+    engine = Engine(
+        model_runtime,
+        tokenizer,
+        max_batch_size=max(args.batch),
+        overlap_masks=mode.overlap,
+        fast_forward=mode.fast_forward,
+    )
     try:
         run(engine, [request(0, False)])  # warm-up: first forward passes and first masks, untimed
         run(engine, [request(0, True)])
         for batch in args.batch:
             totals = {False: [0, 0.0], True: [0, 0.0]}
-            checked = passed = 0
+            checked = passed = steps = 0
             failures: list[str] = []
             for ks, constrained in rounds(args, batch):
+                before = model_runtime.steps
                 collector, seconds = run(engine, [request(k, constrained) for k in ks])
+                steps += (model_runtime.steps - before) * constrained
                 totals[constrained][0] += collector.tokens
                 totals[constrained][1] += seconds
                 failures += collector.failures
@@ -228,6 +251,7 @@ def measure(runtime: str, overlap: bool, args: argparse.Namespace) -> dict[int, 
             if failures:
                 print(f"{label} batch {batch}: {len(failures)} requests failed, e.g. {failures[0]}")
             results[batch] = report(label, batch, totals, passed, checked)
+            results[batch]["passes_per_token"] = steps / max(totals[True][0], 1)
     finally:
         engine.shutdown()
     return results
@@ -316,30 +340,47 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--model", default="embedded", help="'embedded' (default), a .gguf or a model folder")
     parser.add_argument("--overlap", default="on", help="on, off or on,off: masks during the forward pass")
+    parser.add_argument("--fast-forward", default="on", help="on, off or on,off: forced tokens not sampled")
     parser.add_argument("--slow-forward-ms", type=float, default=0.0, help="extra GIL-free wait per step")
     parser.add_argument("--peer-llama-server", metavar="PATH", help="llama.cpp's llama-server binary")
     args = parser.parse_args(argv)
     args.batch = [int(b) for b in args.batch.split(",")]
     runtimes = args.runtimes.split(",")
-    overlaps = [mode == "on" for mode in args.overlap.split(",")]
+    overlaps = [value == "on" for value in args.overlap.split(",")]
+    forwards = [value == "on" for value in args.fast_forward.split(",")]
     print(
         f"e2e: model={args.model} prompts={args.prompts} max_tokens={args.max_tokens} greedy "
         f"slow_forward_ms={args.slow_forward_ms}",
         flush=True,
     )
-    measured = {(r, o): measure(r, o, args) for r in runtimes for o in overlaps}
-    results = {runtime: measured[runtime, overlaps[0]] for runtime in runtimes}
+    modes = [Mode(o, f) for o in overlaps for f in forwards]
+    measured = {(r, m): measure(r, m, args) for r in runtimes for m in modes}
+    results = {runtime: measured[runtime, modes[0]] for runtime in runtimes}
     first, batch = runtimes[0], args.batch[0]
     if len(overlaps) == 2:
         for runtime in runtimes:
             for size in args.batch:
-                on, off = measured[runtime, True][size], measured[runtime, False][size]
+                on = measured[runtime, Mode(True, forwards[0])][size]
+                off = measured[runtime, Mode(False, forwards[0])][size]
                 gain = on["constrained"] / max(off["constrained"], 1e-9)
                 print(
                     f"overlap gain {runtime} batch {size}: constrained {gain:.3f}x; constrained/free "
                     f"{on['constrained'] / max(on['free'], 1e-9):.3f} with overlap, "
                     f"{off['constrained'] / max(off['free'], 1e-9):.3f} without"
                 )
+    if len(forwards) == 2:
+        on, off = (
+            measured[first, Mode(overlaps[0], True)][batch],
+            measured[first, Mode(overlaps[0], False)][batch],
+        )
+        print(
+            f"forward passes per constrained token (per row): {on['passes_per_token']:.3f} with FF, "
+            f"{off['passes_per_token']:.3f} without"
+        )
+        print(
+            f"fast_forward: on_tok_s={on['constrained']:.1f} off_tok_s={off['constrained']:.1f} "
+            f"speedup={on['constrained'] / max(off['constrained'], 1e-9):.3f}"
+        )
     if args.peer_llama_server:
         peer = measure_llama_server(args.peer_llama_server, args)
         name = "llama.cpp" if "llama.cpp" in results else first

@@ -527,3 +527,41 @@ class Engine:
         self._rows = []
         self.runtime.reset()
         self._history = TokenHistory.empty(self.vocab_size, self.device)
+
+
+@dataclass
+class Collected:
+    texts: list[list[str]]  # per request, per choice
+    completion_tokens: int
+    failures: list[str]
+
+
+def collect(engine: Engine, requests: list[GenerationRequest], timeout: float = 300.0) -> Collected:
+    """Submit `requests` at once and block until all finish: their texts, token usage and failures
+    (`TimeoutError` past `timeout`). For scripts, tests and benchmarks; servers use `submit`."""
+    out = Collected([[""] * request.n for request in requests], 0, [])
+    left = [len(requests)]
+    done = threading.Event()
+    lock = threading.Lock()
+
+    def emitter(k: int) -> Callable[[Event], None]:
+        def emit(event: Event) -> None:
+            if isinstance(event, ChoiceDelta):
+                out.texts[k][event.index] += event.text
+            elif isinstance(event, RequestFinished | RequestFailed):
+                with lock:
+                    if isinstance(event, RequestFailed):
+                        out.failures.append(event.message)
+                    else:
+                        out.completion_tokens += event.completion_tokens
+                    left[0] -= 1
+                    if not left[0]:
+                        done.set()
+
+        return emit
+
+    for k, request in enumerate(requests):
+        engine.submit(request, emitter(k))
+    if requests and not done.wait(timeout):
+        raise TimeoutError("requests did not finish in time")
+    return out

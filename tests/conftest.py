@@ -6,14 +6,12 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import torch
 import uvicorn
-from transformers import LlamaConfig, LlamaForCausalLM
 
+from bench.adversary import random_model
 from constrained.models import LoadedModel, embedded_gguf_path, load_model
 from constrained.runtimes import llamacpp_runtime
 from server.app import create_app
@@ -32,25 +30,6 @@ def embedded() -> LoadedModel:
 @pytest.fixture(scope="session")
 def tokenizer(embedded):
     return embedded.tokenizer
-
-
-def random_model(vocab_size: int, seed: int = 0) -> LlamaForCausalLM:
-    """A tiny Llama with random weights over the real vocabulary: it picks strange tokens."""
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        tie_word_embeddings=True,
-    )
-    model = LlamaForCausalLM(config)
-    with torch.no_grad():  # spread the logits so sampling is far from uniform
-        model.lm_head.weight.mul_(8.0)
-    return model.eval()
 
 
 @pytest.fixture(scope="session")
@@ -126,41 +105,3 @@ def client(live_server):
     import openai
 
     return openai.OpenAI(base_url=live_server.url + "/v1", api_key="unused", max_retries=0, timeout=120)
-
-
-@dataclass
-class Outputs:
-    texts: list[list[str]]  # per request, per choice
-    completion_tokens: int
-    failures: list[str]
-
-
-def run_requests(engine, requests: list, timeout: float = 300) -> Outputs:
-    """Submit `requests` to `engine` at once and wait for all of them; their texts, usage and failures."""
-    from constrained.engine import ChoiceDelta, RequestFailed, RequestFinished
-
-    out = Outputs([[""] * request.n for request in requests], 0, [])
-    left = [len(requests)]
-    done = threading.Event()
-    lock = threading.Lock()
-
-    def emitter(k: int):
-        def emit(event) -> None:
-            if isinstance(event, ChoiceDelta):
-                out.texts[k][event.index] += event.text
-            elif isinstance(event, RequestFinished | RequestFailed):
-                with lock:
-                    if isinstance(event, RequestFailed):
-                        out.failures.append(event.message)
-                    else:
-                        out.completion_tokens += event.completion_tokens
-                    left[0] -= 1
-                    if not left[0]:
-                        done.set()
-
-        return emit
-
-    for k, request in enumerate(requests):
-        engine.submit(request, emitter(k))
-    assert done.wait(timeout), "requests did not finish in time"
-    return out

@@ -8,12 +8,11 @@ import json
 import jsonschema
 import pytest
 
-from constrained.engine import Engine, GenerationRequest
+from constrained.engine import Engine, GenerationRequest, collect
 from constrained.fast_forward import forced_tokens
 from constrained.grammar import GrammarCompiler
 from constrained.sampling import SamplingParams
 from constrained.tokenizer_info import TokenizerInfo
-from tests.conftest import run_requests
 
 SCHEMA = {
     "type": "object",
@@ -74,7 +73,7 @@ def _run(loaded, requests, fast_forward: bool) -> tuple[list[list[str]], int, in
     runtime = _CountingRuntime(loaded.runtime(8))
     engine = Engine(runtime, loaded.tokenizer, max_batch_size=8, fast_forward=fast_forward)
     try:
-        out = run_requests(engine, requests)
+        out = collect(engine, requests)
     finally:
         engine.shutdown()
     assert not out.failures

@@ -10,13 +10,12 @@ import re
 import jsonschema
 import pytest
 
-from constrained.engine import Engine, GenerationRequest
+from constrained.engine import Engine, GenerationRequest, collect
 from constrained.grammar import GrammarCompiler
 from constrained.reasoning import Reasoning, ReasoningSplitter, reasoning_grammar, split_reasoning
 from constrained.sampling import SamplingParams
 from constrained.tokenizer_info import TokenizerInfo
 from grammars.reasoning import text_without
-from tests.conftest import run_requests
 
 SCHEMA = {
     "type": "object",
@@ -76,7 +75,7 @@ def test_split_reasoning():
 def _generate(loaded, request: GenerationRequest) -> str:
     engine = Engine(loaded.runtime(4), loaded.tokenizer, max_batch_size=4)
     try:
-        out = run_requests(engine, [request])
+        out = collect(engine, [request])
     finally:
         engine.shutdown()
     assert not out.failures

@@ -9,11 +9,10 @@ import jsonschema
 import pytest
 import torch
 
-from constrained.engine import Engine, GenerationRequest
+from constrained.engine import Engine, GenerationRequest, collect
 from constrained.grammar import GrammarCompiler
 from constrained.sampling import SamplingParams
 from constrained.tokenizer_info import TokenizerInfo
-from tests.conftest import run_requests
 
 pytestmark = pytest.mark.llamacpp
 
@@ -67,7 +66,7 @@ def test_same_weights_same_logits_through_prefill_copies_decode_keep(adversary, 
 def _generate(loaded, requests: list[GenerationRequest]) -> list[list[str]]:
     engine = Engine(loaded.runtime(16), loaded.tokenizer, max_batch_size=16)
     try:
-        out = run_requests(engine, requests)
+        out = collect(engine, requests)
     finally:
         engine.shutdown()
     assert not out.failures
