@@ -9,8 +9,9 @@ greedy through `constrained.engine.Engine`, once constrained by their JSON schem
 at a time; free and constrained rounds alternate (ABBA) so machine noise hits both alike. Grammars are
 compiled before timing. Every constrained output is validated with `jsonschema`. `--overlap on,off` runs
 each runtime with the masks computed during the forward pass and after it (the engine's `overlap_masks`);
-`--fast-forward on,off` runs each with forced tokens appended without sampling and sampled one forward pass
-at a time; forward passes per constrained output token are printed, and the line
+`--fast-forward on,off` runs every constrained round twice, with forced tokens appended without sampling and
+sampled one forward pass at a time (alternating which goes first); forward passes per constrained output
+token are printed, and the line
 `fast_forward: on_tok_s=… off_tok_s=… speedup=R` (constrained tokens/s, first batch size, first runtime).
 `--slow-forward-ms 20` adds a GIL-free wait to every decode step, standing in for a GPU forward pass.
 `--peer-llama-server PATH` also starts llama.cpp's own `llama-server` binary on the same GGUF (parallel
@@ -38,7 +39,6 @@ import subprocess  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
 
 import httpx  # noqa: E402
 import jsonschema  # noqa: E402
@@ -192,18 +192,12 @@ class Instrumented:
         return self._runtime.decode(tokens)
 
 
-@dataclass(frozen=True)
-class Mode:
-    overlap: bool = True
-    fast_forward: bool = True
-
-    def label(self, runtime: str) -> str:
-        return runtime + " serial" * (not self.overlap) + " no-ff" * (not self.fast_forward)
-
-
-def measure(runtime: str, mode: Mode, args: argparse.Namespace) -> dict[int, dict[str, float]]:
-    """tokens/s free and constrained, and valid outputs, per batch size, on one runtime."""
-    label = mode.label(runtime)
+def measure(runtime: str, overlap: bool, args: argparse.Namespace) -> dict[int, dict[str, float]]:
+    """tokens/s free and constrained, and valid outputs, per batch size, on one runtime. With
+    `--fast-forward on,off` every constrained round also runs without fast-forward, the order alternating,
+    so both see the same machine."""
+    label = runtime if overlap else f"{runtime} serial"
+    compare_ff = args.fast_forward == "on,off"
     lm = load_model(args.model, runtime=runtime)
     tokenizer = lm.tokenizer
     compiler = GrammarCompiler(TokenizerInfo.from_huggingface(tokenizer, lm.vocab_size))
@@ -227,31 +221,47 @@ def measure(runtime: str, mode: Mode, args: argparse.Namespace) -> dict[int, dic
         model_runtime,
         tokenizer,
         max_batch_size=max(args.batch),
-        overlap_masks=mode.overlap,
-        fast_forward=mode.fast_forward,
+        overlap_masks=overlap,
+        fast_forward=args.fast_forward != "off",
     )
     try:
         run(engine, [request(0, False)])  # warm-up: first forward passes and first masks, untimed
         run(engine, [request(0, True)])
         for batch in args.batch:
             totals = {False: [0, 0.0], True: [0, 0.0]}
-            checked = passed = steps = 0
+            without_ff = [0, 0.0]
+            steps = {True: 0, False: 0}  # row-steps of constrained rounds, with / without fast-forward
+            checked = passed = 0
             failures: list[str] = []
-            for ks, constrained in rounds(args, batch):
-                before = model_runtime.steps
-                collector, seconds = run(engine, [request(k, constrained) for k in ks])
-                steps += (model_runtime.steps - before) * constrained
-                totals[constrained][0] += collector.tokens
-                totals[constrained][1] += seconds
-                failures += collector.failures
-                if constrained:
-                    for key, k in enumerate(ks):
-                        checked += 1
-                        passed += valid("".join(collector.texts[key]), TASKS[k % len(TASKS)][1])
+            for number, (ks, constrained) in enumerate(rounds(args, batch)):
+                variants = [engine.fast_forward]
+                if constrained and compare_ff:
+                    variants = [True, False] if number % 2 else [False, True]
+                for fast in variants:
+                    engine.fast_forward = fast
+                    before = model_runtime.steps
+                    collector, seconds = run(engine, [request(k, constrained) for k in ks])
+                    failures += collector.failures
+                    if constrained:
+                        steps[fast] += model_runtime.steps - before
+                    if constrained and not fast and compare_ff:
+                        without_ff[0] += collector.tokens
+                        without_ff[1] += seconds
+                        continue
+                    totals[constrained][0] += collector.tokens
+                    totals[constrained][1] += seconds
+                    if constrained:
+                        for key, k in enumerate(ks):
+                            checked += 1
+                            passed += valid("".join(collector.texts[key]), TASKS[k % len(TASKS)][1])
+                engine.fast_forward = args.fast_forward != "off"
             if failures:
                 print(f"{label} batch {batch}: {len(failures)} requests failed, e.g. {failures[0]}")
             results[batch] = report(label, batch, totals, passed, checked)
-            results[batch]["passes_per_token"] = steps / max(totals[True][0], 1)
+            results[batch]["passes_per_token"] = steps[engine.fast_forward] / max(totals[True][0], 1)
+            if compare_ff:
+                results[batch]["no_ff"] = without_ff[0] / max(without_ff[1], 1e-9)
+                results[batch]["no_ff_passes_per_token"] = steps[False] / max(without_ff[0], 1)
     finally:
         engine.shutdown()
     return results
@@ -347,39 +357,34 @@ def main(argv: list[str] | None = None) -> int:
     args.batch = [int(b) for b in args.batch.split(",")]
     runtimes = args.runtimes.split(",")
     overlaps = [value == "on" for value in args.overlap.split(",")]
-    forwards = [value == "on" for value in args.fast_forward.split(",")]
+
     print(
         f"e2e: model={args.model} prompts={args.prompts} max_tokens={args.max_tokens} greedy "
         f"slow_forward_ms={args.slow_forward_ms}",
         flush=True,
     )
-    modes = [Mode(o, f) for o in overlaps for f in forwards]
-    measured = {(r, m): measure(r, m, args) for r in runtimes for m in modes}
-    results = {runtime: measured[runtime, modes[0]] for runtime in runtimes}
+    measured = {(r, o): measure(r, o, args) for r in runtimes for o in overlaps}
+    results = {runtime: measured[runtime, overlaps[0]] for runtime in runtimes}
     first, batch = runtimes[0], args.batch[0]
     if len(overlaps) == 2:
         for runtime in runtimes:
             for size in args.batch:
-                on = measured[runtime, Mode(True, forwards[0])][size]
-                off = measured[runtime, Mode(False, forwards[0])][size]
+                on, off = measured[runtime, True][size], measured[runtime, False][size]
                 gain = on["constrained"] / max(off["constrained"], 1e-9)
                 print(
                     f"overlap gain {runtime} batch {size}: constrained {gain:.3f}x; constrained/free "
                     f"{on['constrained'] / max(on['free'], 1e-9):.3f} with overlap, "
                     f"{off['constrained'] / max(off['free'], 1e-9):.3f} without"
                 )
-    if len(forwards) == 2:
-        on, off = (
-            measured[first, Mode(overlaps[0], True)][batch],
-            measured[first, Mode(overlaps[0], False)][batch],
-        )
+    if args.fast_forward == "on,off":
+        on = results[first][batch]
         print(
             f"forward passes per constrained token (per row): {on['passes_per_token']:.3f} with FF, "
-            f"{off['passes_per_token']:.3f} without"
+            f"{on['no_ff_passes_per_token']:.3f} without"
         )
         print(
-            f"fast_forward: on_tok_s={on['constrained']:.1f} off_tok_s={off['constrained']:.1f} "
-            f"speedup={on['constrained'] / max(off['constrained'], 1e-9):.3f}"
+            f"fast_forward: on_tok_s={on['constrained']:.1f} off_tok_s={on['no_ff']:.1f} "
+            f"speedup={on['constrained'] / max(on['no_ff'], 1e-9):.3f}"
         )
     if args.peer_llama_server:
         peer = measure_llama_server(args.peer_llama_server, args)
