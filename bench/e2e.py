@@ -116,6 +116,33 @@ TASKS = [
             "additionalProperties": False,
         },
     ),
+    (
+        "Create a user profile for a new employee as JSON.",
+        {
+            "type": "object",
+            "properties": {
+                "first_name": {"type": "string", "maxLength": 20},
+                "last_name": {"type": "string", "maxLength": 20},
+                "employee_id": {"type": "integer", "minimum": 1},
+                "department_name": {"enum": ["engineering", "sales", "marketing", "finance"]},
+                "office_location": {"type": "string", "maxLength": 20},
+                "is_full_time": {"type": "boolean"},
+                "manager_email_address": {"type": "string", "maxLength": 40},
+                "start_date": {"type": "string", "format": "date"},
+            },
+            "required": [
+                "first_name",
+                "last_name",
+                "employee_id",
+                "department_name",
+                "office_location",
+                "is_full_time",
+                "manager_email_address",
+                "start_date",
+            ],
+            "additionalProperties": False,
+        },
+    ),
 ]
 
 
@@ -346,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--runtimes", default="torch", help=f"comma-separated, of {', '.join(RUNTIMES)}")
     parser.add_argument("--batch", default="1", help="comma-separated batch sizes (requests at once)")
-    parser.add_argument("--prompts", type=int, default=8, help="number of prompts (cycling over 4 tasks)")
+    parser.add_argument("--prompts", type=int, default=8, help="number of prompts (cycling over the tasks)")
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--model", default="embedded", help="'embedded' (default), a .gguf or a model folder")
     parser.add_argument("--overlap", default="on", help="on, off or on,off: masks during the forward pass")
