@@ -34,6 +34,7 @@ from constrained.token_index.automaton import DEAD
 from constrained.tokenizer_info import TokenizerInfo
 from grammars import CompiledSchema, JsonSchemaOptions, SchemaError, compile_json_schema
 from grammars.ir import RuleGrammar
+from grammars.metaschema import MAX_DEPTH, pointer, too_deep
 
 GRAMMAR_SYNTAXES = ("lark", "gbnf")
 
@@ -215,7 +216,10 @@ def _schema_key(schema: Any) -> str:
     try:
         return json.dumps(schema)
     except RecursionError:
-        raise SchemaError("the schema nests too deep to compile", "$", "") from None
+        path = too_deep(schema, MAX_DEPTH) or []
+        raise SchemaError(
+            f"the schema nests deeper than the limit of {MAX_DEPTH} JSON containers", "$", pointer(path)
+        ) from None
     except (TypeError, ValueError) as exc:  # a non-JSON value; a Python-level cycle
         raise SchemaError(f"the schema is not JSON: {exc}", "$", "") from None
 

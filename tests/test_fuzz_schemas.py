@@ -172,3 +172,19 @@ def test_stack_overflow_names_the_recursion_limit_and_pointer() -> None:
     message = caught.value.message
     assert f"recursion limit of {sys.getrecursionlimit()}" in message and "max_depth=" in message, message
     assert caught.value.pointer == "/properties/a"
+
+
+def test_a_schema_too_deep_to_serialize_names_the_limit_and_pointer(tokenizer):
+    """A schema the compile cache cannot even serialize (thousands deep) is a SchemaError naming the limit
+    and where the nesting passes it, not a bare RecursionError."""
+    from constrained.grammar import GrammarCompiler
+    from constrained.tokenizer_info import TokenizerInfo
+    from grammars.metaschema import MAX_DEPTH
+
+    schema: dict = {"type": "string"}
+    for _ in range(5000):
+        schema = {"items": schema}
+    with pytest.raises(SchemaError) as raised:
+        GrammarCompiler(TokenizerInfo.from_huggingface(tokenizer)).compile_json_schema(schema)
+    assert f"limit of {MAX_DEPTH}" in raised.value.message
+    assert raised.value.pointer == "/items" * MAX_DEPTH
