@@ -466,15 +466,12 @@ class Engine:
         forced = forced_tokens(matcher, self.tokenizer, room - 1)
         if not forced:
             return []
+        matcher.accept_tokens(forced)  # each one checked by `forced_tokens`
         closing = matcher.grammar.closing
-        if closing is not None:
-            state = matcher.state
-            for token in forced:
-                state = matcher.grammar.next_state(state, token)
-            if closing.distance(state) > self._budget(seq) - len(forced) - 1:
-                return []
+        if closing is not None and closing.distance(matcher.state) > self._budget(seq) - len(forced) - 1:
+            matcher.rollback(len(forced))
+            return []
         for token in forced:
-            matcher.accept_token(token)
             self._guard_degeneration(seq, token)
         seq.generated += len(forced)
         seq.handle.completion_tokens += len(forced)
