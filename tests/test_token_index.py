@@ -65,6 +65,9 @@ TRICKY = [
     "\\d{2,3}\\s*[a-f0-9]{2}",
     "(?:null|nul|true|tr)(?:, ?(?:null|true)){0,3}",
     '\\{ ?"(?:a|ab|abc)" ?: ?(?:[0-9]{1,3}|"[^"]{0,3}") ?\\}',
+    '"[^"\\\\\\x00-\\x1f\\x7f-\\x9f]{0,60}"',  # a counter longer than any token: one mask for many
+    '"[^"\\\\\\x00-\\x1f\\x7f-\\x9f]{3,8}"x',  # content tokens answered by their length
+    '"(?:[^"\\\\]|\\\\.){2,40}"',  # a content class that also takes escapes
 ]
 
 
@@ -306,3 +309,64 @@ def test_threads_share_one_index(synthetic: TokenizerInfo) -> None:
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda seed: walk(shared, seed), range(16)))
     assert results == [walk(LazyTokenIndex(regex, vocab), seed) for seed in range(16)]
+
+
+SHORTCUT_SCHEMAS = [
+    {"type": "string", "maxLength": 300},
+    {"type": "string", "minLength": 5, "maxLength": 9},
+    {"type": "string", "minLength": 12, "maxLength": 12, "pattern": "[0-9a-f]+"},
+    {"type": "string", "maxLength": 40, "pattern": "^[a-z ]*$"},
+    {
+        "type": "object",
+        "properties": {
+            "a": {"type": "string", "maxLength": 200},
+            "b": {"type": ["string", "null"], "maxLength": 7},
+        },
+        "required": ["a"],
+    },
+]
+
+
+@pytest.mark.parametrize("vocabulary", ["synthetic", "smollm2"])
+@pytest.mark.parametrize("case", range(len(SHORTCUT_SCHEMAS)))
+def test_mask_shortcuts_match_the_rows(case: int, vocabulary: str, request) -> None:
+    """Masks answered without a full trie walk (a counter far from its bounds shares a mask; content tokens
+    taken by their length) equal the tokens whose bytes the automaton's rows keep alive."""
+    grammars = pytest.importorskip("grammars")
+    info = request.getfixturevalue(vocabulary)
+    vocab = TokenVocabulary.from_info(info)
+    index = LazyTokenIndex(grammars.compile_json_schema(SHORTCUT_SCHEMAS[case]).grammar, vocab)
+    ids = [t for t, data in enumerate(vocab.token_bytes) if data is not None]
+    rng = random.Random(case)
+    shortcuts = 0
+    for _ in range(3):
+        state = index.get_initial_state()
+        for _ in range(25):
+            got = index.get_allowed_tokens(state).tolist()
+            assert got == [t for t in ids if index.get_next_state(state, t) is not None]
+            same = index.dfa.mask_state(state, vocab.max_token_len)
+            shortcuts += same != state or index.dfa.content_run(same, vocab.max_token_len) is not None
+            if not got:
+                break
+            state = index.get_next_state(state, rng.choice(got))
+    assert shortcuts
+
+
+def test_counter_masks_at_every_position() -> None:
+    """Through a `maxLength` string one character at a time: each position's mask is exact, also where the
+    remaining length is about the longest token (the horizon of the shared masks)."""
+    grammars = pytest.importorskip("grammars")
+    table = [bytes([b]) for b in range(256)] + [b"a" * n for n in (3, 9, 10)]
+    table += [b'aaaaaaaa"', b"a\\n", "é".encode()]
+    info = TokenizerInfo(tuple(table), frozenset(), frozenset(), len(table), "counter")
+    vocab = TokenVocabulary.from_info(info)
+    assert vocab.max_token_len == 10
+    for schema in ({"type": "string", "maxLength": 30}, {"type": "string", "minLength": 14, "maxLength": 25}):
+        index = LazyTokenIndex(grammars.compile_json_schema(schema).grammar, vocab)
+        state = index.get_next_state(index.get_initial_state(), ord('"'))
+        for _ in range(schema["maxLength"] + 1):
+            got = index.get_allowed_tokens(state).tolist()
+            assert got == [t for t in range(len(table)) if index.get_next_state(state, t) is not None]
+            state = index.get_next_state(state, ord("a"))
+            if state is None:
+                break

@@ -41,6 +41,7 @@ except ImportError:  # pragma: no cover
 
 EMPTY, EPS, RET = 0, 1, 2  # term ids: the empty language, the empty string, the return marker
 K_EMPTY, K_EPS, K_BYTES, K_CAT, K_ALT, K_REP, K_LAZY, K_REF, K_RET, K_AND = range(10)
+UNBOUNDED = 1 << 62  # a repeat without an upper bound
 SEARCH_LIMIT = 50_000  # derivative states explored to find an intersection's shortest string
 ALL_BYTES = (1 << 256) - 1
 DEAD = -1
@@ -212,6 +213,7 @@ class TermStore:
         self._intern: dict[tuple, int] = {}
         self._lf: dict[int, tuple] = {}
         self._class_cache: dict[tuple, int] = {}
+        self._content_char: dict[int, bool] = {}
 
     def _mk(self, kind: int, data: tuple, nullable: bool | None) -> int:
         key = (kind, data)
@@ -340,7 +342,7 @@ class TermStore:
                         else self.productive(self.rule_term(rule))
                     )
                 elif kind == K_AND:
-                    ok = self.shortest(part) is not None
+                    ok = self._nonempty(part)
                 else:
                     ok = kind != K_EMPTY
                 if not ok:
@@ -348,6 +350,124 @@ class TermStore:
                     break
             self._productive[t] = res
         return res
+
+    def _nonempty(self, t: int) -> bool:
+        """Whether some byte string matches `t` (an intersection), by a depth-first walk of its derivatives
+        that shares what it learns: every term on a path to a match is productive, and when the walk is
+        exhausted every term it visited is not (it saw all they reach). Cached in `_productive`."""
+        known = self._productive
+        if t in known:
+            return known[t]
+        visited = {t}
+        stack = [(t, iter(self._successors(t)))]
+        found = self.nullable(t)
+        while stack and not found:
+            _, successors = stack[-1]
+            for k in successors:
+                if k in visited or known.get(k) is False:
+                    continue
+                if known.get(k) or self.nullable(k):
+                    found = True
+                    break
+                visited.add(k)
+                if len(visited) > SEARCH_LIMIT:
+                    raise RegexUnsupported(f"intersection too large to search ({SEARCH_LIMIT} states)")
+                stack.append((k, iter(self._successors(k))))
+                break
+            else:
+                stack.pop()
+        if found:
+            known.update((node, True) for node, _ in stack)
+            known[t] = True
+        else:
+            known.update(dict.fromkeys(visited, False))
+        return found
+
+    def within(self, t: int, horizon: int) -> int:
+        """A term that accepts the same prefixes of at most `horizon` bytes as `t` does (both can still
+        complete after them): bounded repeats at the head of `t` whose bounds cannot be reached in `horizon`
+        bytes lose them. A state's token mask depends only on prefixes as long as the longest token, so the
+        positions of a long `maxLength` string share one mask."""
+        kind, data = self.kind[t], self.data[t]
+        if kind == K_REP:
+            r, lo, hi, greedy = data
+            if self.nullable(r):
+                return t  # iterations need not consume a byte: the counter may move without input
+            far = horizon + 2  # more iterations than `horizon` bytes can complete (each takes >= 1 byte)
+            return self.rep(r, min(lo, far), None if hi is None or hi >= far else hi, greedy)
+        if kind == K_AND:
+            return self.both([self.within(u, horizon) for u in data])
+        if kind != K_CAT:
+            return t
+        head, rest = data
+        return self.cat(self.within(head, horizon), rest)
+
+    def content_bounds(self, t: int) -> tuple[int | None, int]:
+        """How many JSON-string content characters in a row thread `t` takes: `(exact, upper)`. `exact` is set
+        when `t` takes any string of up to that many (and no more): `t` is `r{lo,hi} rest`, `r` exactly one
+        content character (escapes may be allowed too) and `rest` cannot start with one, or it is such a
+        repeat intersected with others; `upper` bounds what `t` takes in any case (`UNBOUNDED` when
+        unknown). A thread too long to be a state's mask shortcut has `(None, UNBOUNDED)`."""
+        kind, data = self.kind[t], self.data[t]
+        head, rest = data if kind == K_CAT else (t, EPS)
+        if self.first_bytes(rest) & _content_first_bytes():
+            return None, UNBOUNDED
+        if self.kind[head] == K_REP:
+            bound = self._repeat_bound(head)
+            return (None, UNBOUNDED) if bound is None else (bound[1], bound[1])
+        if self.kind[head] != K_AND:
+            return None, UNBOUNDED
+        bounds = [self._repeat_bound(u) if self.kind[u] == K_REP else None for u in self.data[head]]
+        known = [b for b in bounds if b is not None]
+        upper = min((hi for _, hi in known), default=UNBOUNDED)
+        if len(known) < len(bounds) or max(lo for lo, _ in known) > upper:
+            return None, upper
+        return upper, upper
+
+    def _repeat_bound(self, t: int) -> tuple[int, int] | None:
+        """`(lo, hi)` of a repeat of one content character (`hi` UNBOUNDED when open); None otherwise."""
+        r, lo, hi, _ = self.data[t]
+        if not self._is_content_char(r):
+            return None
+        return lo, UNBOUNDED if hi is None else hi
+
+    def first_bytes(self, t: int) -> int:
+        """The mask of the bytes a string matching `t` may start with."""
+        mask = 0
+        for it in self.lf(t):
+            if it is not None:
+                mask |= it[0]
+        return mask
+
+    def _is_content_char(self, r: int) -> bool:
+        """Whether every JSON-string content character, and nothing shorter, takes `r` to the empty string."""
+        res = self._content_char.get(r)
+        if res is None:
+            res = all(self._takes_to_eps(r, seq) for seq in _string_content_sequences())
+            self._content_char[r] = res
+        return res
+
+    def _takes_to_eps(self, r: int, seq: list[tuple[int, int]]) -> bool:
+        cur = {r}
+        for lo, hi in seq:
+            want, nxt = _range_mask(lo, hi), set()
+            for t in cur:
+                covered = 0
+                for it in self.lf(t):
+                    if it is None:
+                        return False  # matched part of a character
+                    if it[0] & want:
+                        if it[0] & want != want:
+                            return False  # the range parts ways
+                        covered |= want
+                        nxt.add(it[1])
+                if covered != want:
+                    return False
+            cur = nxt
+        return cur == {EPS}
+
+    def _successors(self, t: int) -> list[int]:
+        return list(dict.fromkeys(it[1] for it in self.lf(t) if it is not None))
 
     def shortest(self, t: int) -> bytes | None:
         """The smallest of the shortest byte strings matching `t` (None: none). Cached; for concatenations,
@@ -781,7 +901,7 @@ class LazyDFA:
         self.known = np.zeros(cap, dtype=np.uint8)
         self.final = np.zeros(cap, dtype=np.uint8)
         self._partitions: dict[frozenset, list[tuple[int, np.ndarray]]] = {}
-        self._content_loop: dict[int, bool] = {}
+        self._content_next: dict[int, int | None] = {}
         self.initial = self._state((self.root,)) if self.root != EMPTY else DEAD
 
     @property
@@ -842,32 +962,66 @@ class LazyDFA:
                     row = self._expand(state)
         return row
 
-    def loops_on_string_content(self, state: int) -> bool:
-        """True iff every JSON-string content character (see `STRING_CONTENT`) leads from `state` back to
-        `state`, with the token rule satisfied (no final intermediate state unless `state` is final)."""
-        res = self._content_loop.get(state)
-        if res is None:
-            res = self._check_content_loop(state)
-            self._content_loop[state] = res
+    def mask_state(self, state: int, horizon: int) -> int:
+        """A state whose token mask equals `state`'s for tokens of at most `horizon` bytes (see
+        `TermStore.within`): `state` itself unless a repeat at the head of a thread is far from its bounds."""
+        with self.lock:
+            threads = self._states[state]
+            store = self.store
+            normal = tuple(dict.fromkeys(store.within(t, horizon) for t in threads))
+            return state if normal == threads else self._state(normal)
+
+    def content_run(self, state: int, limit: int) -> int | None:
+        """How many JSON-string content characters (see `STRING_CONTENT`) any string of them may have from
+        `state` on, capped at `limit`: `n` when the states after 0, 1, ... `n` - 1 such characters each send
+        every one of them to a single live next state, and the `n`-th character (if `n` < `limit`) to DEAD.
+        None when the characters part ways or some die earlier than others (then only a walk can tell)."""
+        bounds = [self.store.content_bounds(t) for t in self._states[state]]
+        exact = max((e for e, _ in bounds if e is not None), default=None)
+        if exact is not None and all(e is not None or upper <= exact for e, upper in bounds):
+            return min(exact, limit)  # one thread takes `exact` characters, none takes more
+        run = 0
+        while run < limit:
+            nxt = self._content_step(state)
+            if nxt is None:
+                return None
+            if nxt == DEAD:
+                break
+            if nxt == state:  # loops: any number of characters
+                return limit
+            state = nxt
+            run += 1
+        return run
+
+    def _content_step(self, state: int) -> int | None:
+        """The state every content character leads to from `state` (DEAD when each dies at its first byte),
+        or None when they do not all agree. Cached per state."""
+        res = self._content_next.get(state)
+        if res is None and state not in self._content_next:
+            res = self._check_content_step(state)
+            self._content_next[state] = res
         return res
 
-    def _check_content_loop(self, state: int) -> bool:
+    def _check_content_step(self, state: int) -> int | None:
         row = self.row(state)
-        if row[0x61] != state or row[0x20] != state:  # cheap pre-check: ASCII content must loop
-            return False
+        target = row[0x61]
+        if row[0x20] != target:  # cheap pre-check: two ASCII content bytes disagree
+            return None
+        if target == DEAD:
+            firsts = {r for seq in _string_content_sequences() for r in row[seq[0][0] : seq[0][1] + 1]}
+            return DEAD if firsts == {DEAD} else None
         for seq in _string_content_sequences():
             cur = {state}
             for lo, hi in seq:
                 nxt = set()
                 for st in cur:
-                    r = self.row(st)
-                    nxt.update(r[lo : hi + 1])
+                    nxt.update(self.row(st)[lo : hi + 1])
                 if DEAD in nxt:
-                    return False
+                    return None
                 cur = nxt
-            if cur != {state}:
-                return False
-        return True
+            if cur != {target}:
+                return None
+        return target
 
     def expand_many(self, states) -> None:
         with self.lock:
@@ -919,6 +1073,14 @@ STRING_CONTENT = ((0x20, 0x21), (0x23, 0x5B), (0x5D, 0x7E), (0xA0, 0x10FFFF))
 @cache
 def _string_content_sequences() -> list[list[tuple[int, int]]]:
     return [seq for lo, hi in _normalize(list(STRING_CONTENT)) for seq in utf8_sequences(lo, hi)]
+
+
+@cache
+def _content_first_bytes() -> int:
+    mask = 0
+    for seq in _string_content_sequences():
+        mask |= _range_mask(*seq[0])
+    return mask
 
 
 def _block_minima(masks: frozenset[int]) -> list[int]:

@@ -59,7 +59,10 @@ class LazyTokenIndex:
             with self.dfa.lock:
                 mask = self._masks.get(state)
                 if mask is None:
-                    mask = self._compute_mask(state)
+                    same = self.dfa.mask_state(state, self.vocab.max_token_len) if state >= 0 else state
+                    mask = self._masks.get(same)
+                    if mask is None:
+                        mask = self._masks[same] = self._compute_mask(same)
                     self._masks[state] = mask
         return mask
 
@@ -76,8 +79,9 @@ class LazyTokenIndex:
         vocab = self.vocab
         trie = vocab.trie
         words = np.zeros(vocab.num_words, dtype=np.uint32)
-        if state >= 0 and self.dfa.loops_on_string_content(state):
-            words |= vocab.content_words
+        run = self.dfa.content_run(state, vocab.max_token_len) if state >= 0 else None
+        if run is not None:
+            words |= vocab.content_upto[run]
             trie = vocab.rest
         if state >= 0:
             dfa = self.dfa

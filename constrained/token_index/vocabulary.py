@@ -35,12 +35,16 @@ class TokenVocabulary:
         self.num_nodes = self.trie.num_nodes
         self.max_token_len = max((len(k) for k in keys), default=0)
         # "string slice": tokens that are pure JSON-string content (complete UTF-8, no quote, backslash or
-        # control character); in a state that loops on every such character they are all allowed, so only
-        # the other tokens (`rest`) need a trie walk.
+        # control character). `content_upto[c]` holds those of at most `c` characters: in a state from which
+        # any `c` content characters lead to live states they are all allowed, so only the other tokens
+        # (`rest`) need a trie walk.
         content = [k for k in keys if _is_string_content(k)]
-        self.content_words = np.zeros(self.num_words, dtype=np.uint32)
-        ids = np.fromiter((t for k in content for t in by_bytes[k]), dtype=np.int64)
-        np.bitwise_or.at(self.content_words, ids >> 5, (np.uint32(1) << (ids & 31).astype(np.uint32)))
+        self.content_upto = np.zeros((self.max_token_len + 1, self.num_words), dtype=np.uint32)
+        for key in content:
+            row = self.content_upto[len(key.decode("utf-8"))]
+            for tid in by_bytes[key]:
+                row[tid >> 5] |= np.uint32(1) << np.uint32(tid & 31)
+        np.bitwise_or.accumulate(self.content_upto, axis=0, out=self.content_upto)
         self.rest = _Trie([k for k in keys if not _is_string_content(k)], by_bytes)
         self._scratch = threading.local()
 
