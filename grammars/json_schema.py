@@ -18,7 +18,8 @@ Documented restrictions (the generated language is a subset of the valid instanc
 - recursion (recursive ``$ref``, unconstrained values ``true``/``{}``) nests to any depth up to
   ``options.stack_limit`` open recursive calls (the automaton's stack);
 - numbers: see :mod:`grammars.numbers`; strings: see :mod:`grammars.strings`;
-- ``oneOf`` is compiled only when its branches are provably disjoint (then it equals ``anyOf``).
+- ``not``, overlapping ``oneOf`` branches, ``if``/``else``: complements (:mod:`grammars.negation`) leave out
+  the violations that have no generated form (``pattern``, ``multipleOf``, ...).
 Unknown keywords are annotations and are ignored, as the specification says; so are unknown ``format``
 values (``format`` is an annotation in 2020-12) while known formats are enforced or rejected.
 """
@@ -42,7 +43,9 @@ import referencing
 import referencing.jsonschema
 
 from .errors import SchemaError, Unsatisfiable
+from .flat import ALL_TYPES, Flat, json_type
 from .ir import DEFAULT_STACK_LIMIT, NOTHING, RuleGrammar, call, intersection, is_call
+from .negation import Negated, complement, negated
 from .numbers import Bound, integer_regex, number_regex
 from .refs import ROOT_URI, Node, Registry, dialect_of, escape_token
 from .regex import MAX_CP, alt, concat_atom, cps_json, group, lit, opt, repeat, star, string_literal
@@ -56,7 +59,6 @@ from .strings import (
     pattern_regex,
 )
 
-ALL_TYPES = frozenset({"null", "boolean", "integer", "number", "string", "array", "object"})
 COMPILE_SECONDS = 2.0
 MAX_ALTERNATIVES = 1024  # flattened alternatives of one node (cross products of anyOf under allOf)
 INLINE_LIMIT = 256  # a compiled sub-schema longer than this becomes a rule (called by id, never copied)
@@ -163,37 +165,6 @@ class CompiledSchema:
         return self.grammar.to_regex()
 
 
-@dataclass
-class Flat:
-    """Conjunction of local keywords of one or more schema nodes."""
-
-    sources: list[Node]
-    types: frozenset[str] = ALL_TYPES
-    enum: list[Any] | None = None
-    lower: Bound | None = None
-    upper: Bound | None = None
-    multiple: list[tuple[Decimal, str]] = field(default_factory=list)
-    min_len: int = 0
-    max_len: int | None = None
-    patterns: list[tuple[str, str]] = field(default_factory=list)
-    formats: list[tuple[str, str]] = field(default_factory=list)
-    props: dict[str, list[Node]] = field(default_factory=dict)
-    required: list[str] = field(default_factory=list)
-    additional: list[Node] | None = None
-    pattern_props: list[tuple[str, str, Node]] = field(default_factory=list)
-    min_props: int = 0
-    max_props: int | None = None
-    prop_names: list[Node] = field(default_factory=list)
-    dep_required: list[tuple[str, list[str], str]] = field(default_factory=list)
-    prefix: list[list[Node]] = field(default_factory=list)
-    items: list[Node] | None = None
-    min_items: int = 0
-    max_items: int | None = None
-    unique: str | None = None
-    contains: list[tuple[Node, int, int | None]] = field(default_factory=list)
-    nots: list[Node] = field(default_factory=list)
-
-
 def _num(value: Any, keyword: str, pointer: str) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise SchemaError(f"{keyword} must be a number", keyword, pointer)
@@ -224,22 +195,6 @@ def _tighter_upper(a: Bound | None, b: Bound | None) -> Bound | None:
     return a if a.exclusive else b
 
 
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int) or isinstance(value, float) and value.is_integer():
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
 def _canon(value: Any) -> str:
     """Key for JSON equality (1 == 1.0, key order irrelevant)."""
     if isinstance(value, float) and value.is_integer():
@@ -260,6 +215,8 @@ class _Compiler:
         self.registry = Registry(schema, options.remotes, self.draft)
         self.root = schema
         self.explain: dict[str, set[str]] = {}
+        self._negated: dict[tuple, Negated] = {}
+        self._dropped: list[tuple[str, str]] = []  # (keyword, pointer) whose complement is not generated
         self.rules: list[str] = []
         self.recursive: set[int] = set()
         self.size = 0  # characters of the rules written so far
@@ -397,6 +354,10 @@ class _Compiler:
                 self.root, default=jsonschema.Draft202012Validator
             )
         for node in nodes:
+            if isinstance(node, Negated):
+                if self.valid(value, [node.of]):
+                    return False
+                continue
             if node.schema is True:
                 continue
             if node.schema is False:
@@ -424,7 +385,7 @@ class _Compiler:
         values = [
             v
             for v in f.enum or ()
-            if _json_type(v) in f.types or _json_type(v) == "integer" and "number" in f.types
+            if json_type(v) in f.types or json_type(v) == "integer" and "number" in f.types
         ]
         checked = [n for n in f.sources if _needs_validation(n.schema)]
         if not checked:
@@ -442,6 +403,8 @@ class _Compiler:
     def flatten(self, node: Node, refs: tuple[str, ...] = ()) -> list[Flat]:
         """Disjunction of Flats equivalent to ``node``. ``refs`` are the ``$ref`` targets being flattened: one
         reached again without descending into a value is a cycle that adds nothing (least fixpoint)."""
+        if isinstance(node, Negated):
+            return self.negate(node.of, refs)
         s = node.schema
         if s is True or s == {}:
             return [Flat([node])]
@@ -481,24 +444,110 @@ class _Compiler:
             result = self._merge_all(result, branches, ptr, "anyOf")
         if "oneOf" in s:
             self.note(ptr, "oneOf")
-            groups = [
-                self._merge_all(
-                    result, self._flatten_opt(Node(b, f"{ptr}/oneOf/{i}", base), refs), ptr, "oneOf"
-                )
-                for i, b in enumerate(self._list(s, "oneOf", ptr))
-            ]
-            for i in range(len(groups)):
-                for j in range(i + 1, len(groups)):
-                    for fa in groups[i]:
-                        for fb in groups[j]:
-                            if not self._disjoint(fa, fb):
-                                raise SchemaError(f"oneOf branches {i} and {j} may overlap", "oneOf", ptr)
-            result = [f for g in groups for f in g]
-        if "if" in s:
-            then_, else_ = s.get("then", True), s.get("else", True)
-            if then_ not in (True, {}) or else_ not in (True, {}):
-                raise SchemaError("if/then/else is not supported", "if", ptr)
+            result = self._one_of(result, node, refs)
+        if "not" in s and not _simple_not(s["not"]):
+            operand = s["not"]
+            for f in result:
+                f.nots = [n for n in f.nots if n.schema is not operand]
+            before = len(self._dropped)
+            result = self._merge_all(result, self.negate(Node(operand, f"{ptr}/not", base), refs), ptr, "not")
+            self._check_complement(result, before, ptr)
+        if "if" in s and self.draft >= 7:
+            result = self._if_then_else(result, node, refs)
+        for name, kw, dep in self._schema_dependencies(s):
+            here = Node(s, f"{ptr}/{kw}/{escape_token(name)}", base)
+            absent = Flat([here], props={name: [Node(False, here.pointer, base)]})
+            present = self._merge_all(
+                [Flat([here], props={name: []}, required=[name])],
+                self._flatten_opt(Node(dep, here.pointer, base), refs),
+                ptr,
+                kw,
+            )
+            result = self._merge_all(result, [absent, *present], ptr, kw)
         return result
+
+    def _one_of(self, result: list[Flat], node: Node, refs: tuple[str, ...]) -> list[Flat]:
+        """Exactly one branch: each branch's Flats minus every branch they may overlap (`negate`)."""
+        ptr, base = node.pointer, node.base
+        nodes = [
+            Node(b, f"{ptr}/oneOf/{i}", base) for i, b in enumerate(self._list(node.schema, "oneOf", ptr))
+        ]
+        raw = [self._flatten_opt(n, refs) for n in nodes]
+        groups = [self._merge_all(result, r, ptr, "oneOf") for r in raw]
+        before = len(self._dropped)
+        out: list[Flat] = []
+        for i, branch in enumerate(groups):
+            for fa in branch:
+                alts = [fa]
+                for j, other in enumerate(groups):
+                    if j != i and alts and not all(self._disjoint(fa, fb) for fb in other):
+                        minus = self._complement(raw[j], self.value_not(nodes[j]), refs)
+                        alts = self._merge_all(alts, minus, ptr, "oneOf")
+                out.extend(alts)
+        self._check_complement(out, before, ptr)
+        return out
+
+    def _if_then_else(self, result: list[Flat], node: Node, refs: tuple[str, ...]) -> list[Flat]:
+        """``(if and then) or (not if and else)``; a no-op when both branches are trivial."""
+        s, ptr, base = node.schema, node.pointer, node.base
+        then_, else_ = s.get("then", True), s.get("else", True)
+        if then_ in (True, {}) and else_ in (True, {}):
+            return result
+        self.note(ptr, "if")
+        cond = Node(s["if"], f"{ptr}/if", base)
+        before = len(self._dropped)
+        yes = self._merge_all(
+            self._flatten_opt(cond, refs),
+            self._flatten_opt(Node(then_, f"{ptr}/then", base), refs),
+            ptr,
+            "then",
+        )
+        no = self._merge_all(
+            self.negate(cond, refs), self._flatten_opt(Node(else_, f"{ptr}/else", base), refs), ptr, "else"
+        )
+        out = self._merge_all(result, yes + no, ptr, "if")
+        self._check_complement(out, before, ptr)
+        return out
+
+    def _schema_dependencies(self, s: dict) -> list[tuple[str, str, Any]]:
+        """(property, keyword, schema) of ``dependentSchemas`` and schema-form ``dependencies``."""
+        out = []
+        for kw in ("dependentSchemas", "dependencies"):
+            value = s.get(kw, {})
+            if isinstance(value, dict):
+                out += [
+                    (k, kw, v) for k, v in value.items() if isinstance(v, dict | bool) and v not in (True, {})
+                ]
+        return out
+
+    def value_not(self, node: Node) -> Negated:
+        """The (memoized) `Negated` of `node`: one object per node, so the rule memo recognises it."""
+        key = self._key(node)
+        res = self._negated.get(key)
+        if res is None:
+            res = self._negated[key] = negated(node)
+        return res
+
+    def negate(self, node: Node, refs: tuple[str, ...]) -> list[Flat]:
+        """Flats whose union is the complement of `node` (a subset where `negation` drops keywords)."""
+        return self._complement(self._flatten_opt(node, refs), self.value_not(node), refs)
+
+    def _complement(self, flats: list[Flat], source: Negated, refs: tuple[str, ...]) -> list[Flat]:
+        out = [Flat([source])]
+        for f in flats:
+            c = complement(f, source, self.enum_values, self.value_not)
+            alts = c.alternatives + [g for n in c.satisfying for g in self._flatten_opt(n, refs)]
+            for kw, p in c.dropped:
+                self.note(p, f"{kw} (its complement is not generated)")
+            self._dropped.extend(c.dropped)
+            out = self._merge_all(out, alts, source.pointer, "not")
+        return out
+
+    def _check_complement(self, result: list[Flat], before: int, ptr: str) -> None:
+        """A construct left with no instance after dropping some complement is refused, naming the keyword."""
+        if not result and len(self._dropped) > before:
+            kw, where = self._dropped[before]
+            raise SchemaError(f"the complement of {kw} (needed at {ptr or '/'}) is not supported", kw, where)
 
     def _flatten_opt(self, node: Node, refs: tuple[str, ...]) -> list[Flat]:
         try:
@@ -673,11 +722,6 @@ class _Compiler:
         for name, value in s.get("dependencies", {}).items():
             if isinstance(value, list):
                 deps[name] = value
-            elif value not in (True, {}):
-                raise SchemaError("schema dependencies are not supported", "dependencies", ptr)
-        for value in s.get("dependentSchemas", {}).values():
-            if value not in (True, {}):
-                raise SchemaError("dependentSchemas is not supported", "dependentSchemas", ptr)
         f.dep_required = [(k, list(v), ptr) for k, v in deps.items() if v]
         for kw in ("unevaluatedProperties", "unevaluatedItems"):
             if kw in s and s[kw] not in (True, {}):
@@ -731,7 +775,7 @@ class _Compiler:
             f.enum = [
                 v
                 for v in f.enum
-                if _json_type(v) in f.types or _json_type(v) == "integer" and "number" in f.types
+                if json_type(v) in f.types or json_type(v) == "integer" and "number" in f.types
             ]
             if not f.enum:
                 raise Unsatisfiable
@@ -935,7 +979,7 @@ class _Compiler:
             if keys and keys <= {"enum", "const"}:
                 values = s.get("enum", []) + ([s["const"]] if "const" in s else [])
                 for v in values:
-                    jt = _json_type(v)
+                    jt = json_type(v)
                     if jt == "string":
                         excluded.append(v)
                     elif jt in types or jt == "integer" and "number" in types:
@@ -1127,7 +1171,7 @@ class _Compiler:
             if flat.enum is not None:
                 found = self.enum_values(flat)
             elif self._types(flat) <= {"null", "boolean"} and not flat.nots:
-                found = [v for v in (None, True, False) if _json_type(v) in flat.types]
+                found = [v for v in (None, True, False) if json_type(v) in flat.types]
             else:
                 return None
             values.update((_canon(v), v) for v in found)
@@ -1308,6 +1352,25 @@ class _Compiler:
             except Unsatisfiable:
                 continue
         return alt(parts) if parts else None
+
+
+def _simple_not(schema: Any) -> bool:
+    """Whether ``not: schema`` is one of the forms compiled directly (`_Compiler._nots`): a type, string
+    values, one required name."""
+    if not isinstance(schema, dict):
+        return True
+    keys = set(schema) - _ANNOTATIONS
+    if keys == {"type"} or not keys:
+        return True
+    if keys <= {"enum", "const"}:
+        values = (schema.get("enum") if isinstance(schema.get("enum"), list) else []) + (
+            [schema["const"]] if "const" in schema else []
+        )
+        return all(isinstance(v, str) for v in values)
+    required = schema.get("required")
+    return (keys == {"required"} or keys == {"required", "type"} and schema["type"] == "object") and (
+        isinstance(required, list) and len(required) == 1
+    )
 
 
 def _needs_validation(schema: Any) -> bool:

@@ -232,6 +232,65 @@ CASES: list[tuple[dict | bool, list, list]] = [
     ),
     ({"allOf": [{"type": "string", "pattern": "^a"}, {"pattern": "b$"}]}, ["ab", "axxb"], ["ba", "a", "b"]),
     ({"type": "string", "pattern": "^[a-c]+$", "not": {"enum": ["ab"]}}, ["a", "abc"], ["ab", "d", ""]),
+    # complements (grammars/negation.py): overlapping oneOf, general not, if/then/else, dependentSchemas
+    (
+        {
+            "type": "object",
+            "oneOf": [
+                {"properties": {"kind": {"enum": ["cb"]}, "value": {"type": "string"}}},
+                {
+                    "properties": {
+                        "kind": {"enum": ["field", "v"]},
+                        "value": {"type": ["string", "null", "number"]},
+                    }
+                },
+            ],
+        },
+        [{"kind": "cb"}, {"kind": "field", "value": 3}, {"value": None}, {"kind": "cb", "value": "x"}],
+        [{}, {"value": "x"}, {"kind": "cb", "value": 3}, {"kind": "other"}],
+    ),
+    (
+        {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "integer", "maximum": 10}]},
+        [-1, 11],
+        [0, 5, 10, "a"],
+    ),
+    ({"oneOf": [{"enum": ["a", "b"]}, {"enum": ["b", "c"]}]}, ["a", "c"], ["b", "d"]),
+    ({"oneOf": [{"required": ["a"]}, {"required": ["b"]}]}, [{"a": 1}, {"b": 1}], [{}, {"a": 1, "b": 2}]),
+    ({"not": {"type": "string", "minLength": 3}}, ["ab", 1, None, []], ["abc", "abcd"]),
+    (
+        {"not": {"enum": [1, 2.5, "x", None, True]}},
+        [0, 2, 3, -7, 2.25, "y", False, [], {}],
+        [1, 2.5, "x", None, True],
+    ),
+    ({"type": "integer", "not": {"minimum": 3, "maximum": 5}}, [2, 6, -1], [3, 4, 5]),
+    (
+        {"not": {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}},
+        [{}, {"a": "x"}, 1, "s"],
+        [{"a": 1}],
+    ),
+    (
+        {
+            "if": {"properties": {"a": {"const": 1}}, "required": ["a"]},
+            "then": {"required": ["b"]},
+            "else": {"required": ["c"]},
+        },
+        [{"a": 1, "b": 2}, {"a": 2, "c": 1}, {"a": 1.5, "c": 1}, {"c": 0}, 5],
+        [{"a": 1}, {"a": 2, "b": 1}, {"a": 1, "c": 1}, {}],
+    ),
+    (
+        {"if": {"type": "string"}, "then": {"minLength": 2}, "else": {"type": "integer"}},
+        ["ab", 3],
+        ["a", 2.5, None],
+    ),
+    ({"dependentSchemas": {"a": {"required": ["b"]}}}, [{"a": 1, "b": 2}, {"c": 1}, {}, 3], [{"a": 1}]),
+    (
+        {
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "dependencies": {"a": {"properties": {"b": {"type": "string"}}}},
+        },
+        [{"a": 1, "b": "x"}, {"b": 2}],
+        [{"a": 1, "b": 2}],
+    ),
 ]
 
 
@@ -284,14 +343,16 @@ REJECTED: list[tuple[dict, str, str]] = [
     ({"type": "string", "format": "ipv6"}, "format", ""),
     ({"type": "array", "items": {"type": "string"}, "uniqueItems": True}, "uniqueItems", ""),
     ({"type": "string", "format": "time"}, "format", ""),
-    ({"oneOf": [{"type": "integer"}, {"minimum": 0}]}, "oneOf", ""),
-    ({"if": {"type": "string"}, "then": {"minLength": 1}}, "if", ""),
-    ({"not": {"minimum": 3}}, "not", "/not"),
+    ({"type": "string", "not": {"pattern": "^a"}}, "pattern", "/not"),
+    (
+        {"oneOf": [{"type": "string", "pattern": "a"}, {"type": "string", "pattern": "b"}]},
+        "pattern",
+        "/oneOf/1",
+    ),
     ({"$ref": "https://example.com/missing.json"}, "$ref", ""),
     ({"$ref": "#/$defs/nope"}, "$ref", ""),
     ({"type": "integer", "multipleOf": 7}, "multipleOf", ""),
     ({"type": "number", "multipleOf": 0.01}, "multipleOf", ""),
-    ({"dependentSchemas": {"a": {"required": ["b"]}}}, "dependentSchemas", ""),
     ({"unevaluatedProperties": False}, "unevaluatedProperties", ""),
     ({"type": "array", "items": {"type": "object"}, "minItems": 100000}, "minItems", ""),
     ({"type": "widget"}, "type", ""),
