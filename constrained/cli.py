@@ -215,6 +215,8 @@ def _generate(args: argparse.Namespace) -> None:
     if args.schema:
         schema = _read_schema(args.schema)
         _check_schema(schema)
+    from constrained.api import Compiler
+    from constrained.constraints import JsonObject, JsonSchema, Regex
     from constrained.engine import (
         ChoiceDelta,
         ChoiceFinished,
@@ -223,26 +225,23 @@ def _generate(args: argparse.Namespace) -> None:
         RequestFailed,
         RequestFinished,
     )
-    from constrained.grammar import GrammarCompiler, GrammarError
+    from constrained.grammar import GrammarError
     from constrained.models import load_model
     from constrained.sampling import SamplingParams
-    from constrained.tokenizer_info import TokenizerInfo
     from grammars import SchemaError
 
     params = SamplingParams(temperature=args.temperature, seed=args.seed)  # validates the ranges
     loaded = load_model(args.model, runtime=args.runtime)
     tokenizer = loaded.tokenizer
-    info = TokenizerInfo.from_huggingface(tokenizer, loaded.vocab_size)
-    compiler = GrammarCompiler(info)
+    compiler = Compiler.for_tokenizer(tokenizer, vocab_size=loaded.vocab_size).grammar_compiler
+    if schema is not None:
+        constraint = JsonSchema(schema)
+    elif args.regex is not None:
+        constraint = Regex(args.regex)
+    else:
+        constraint = JsonObject() if args.json_object else None
     try:
-        if schema is not None:
-            grammar = compiler.compile_json_schema(schema)
-        elif args.regex is not None:
-            grammar = compiler.compile_regex(args.regex)
-        elif args.json_object:
-            grammar = compiler.compile_json_object()
-        else:
-            grammar = None
+        grammar = constraint.compile(compiler) if constraint is not None else None
     except SchemaError as exc:
         raise CLIError(f"unsupported schema: {exc}") from None
     except GrammarError as exc:

@@ -21,14 +21,11 @@ _TOKEN_TABLES: dict[str, tuple[dict[bytes, int], int]] = {}
 
 
 def _token_table(info: TokenizerInfo) -> tuple[dict[bytes, int], int]:
-    """bytes -> lowest token id of the non-special tokens, and the longest token length."""
+    """bytes -> lowest token id of the tokens a constraint may allow, and the longest token length."""
     table = _TOKEN_TABLES.get(info.fingerprint)
     if table is None:
-        by_bytes: dict[bytes, int] = {}
-        for token_id, data in enumerate(info.token_bytes):
-            if data and token_id not in info.special_ids and token_id not in info.eos_token_ids:
-                by_bytes.setdefault(data, token_id)
-        table = _TOKEN_TABLES[info.fingerprint] = (by_bytes, max(map(len, by_bytes)))
+        lowest = {data: ids[0] for data, ids in info.tokens_by_bytes().items()}
+        table = _TOKEN_TABLES[info.fingerprint] = (lowest, max(map(len, lowest)))
     return table
 
 

@@ -40,6 +40,7 @@ from constrained.grammar import Grammar, Matcher
 from constrained.reasoning import Reasoning
 from constrained.runtimes.base import ModelRuntime
 from constrained.sampling import SamplingParams, TokenHistory, sample
+from constrained.tokenizer_info import eos_token_ids
 
 log = logging.getLogger(__name__)
 _PREFILL_GROUP = 16  # requests prefilled together in one forward pass
@@ -154,7 +155,7 @@ class Engine:
         self.context_window = min(context_window or runtime.context_window, runtime.context_window)
         self.max_batch_size = max_batch_size
         self.fast_forward = fast_forward
-        self.eos_token_ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+        self.eos_token_ids = eos_token_ids(tokenizer)
         self._queue: queue.Queue[RequestHandle | None] = queue.Queue()
         self._rows: list[_Sequence] = []
         self._history = TokenHistory.empty(self.vocab_size, self.device)

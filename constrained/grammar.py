@@ -20,11 +20,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from outlines_core import Index, Vocabulary
 
 from constrained.bitmask import pack_token_ids
 from constrained.closing import ClosingPlan
@@ -36,6 +35,9 @@ from grammars import CompiledSchema, JsonSchemaOptions, SchemaError, compile_jso
 from grammars.ir import RuleGrammar
 from grammars.metaschema import MAX_DEPTH, pointer, too_deep
 
+if TYPE_CHECKING:  # outlines-core is the reference backend only: imported when that backend is built
+    from outlines_core import Index, Vocabulary
+
 GRAMMAR_SYNTAXES = ("lark", "gbnf")
 
 
@@ -44,12 +46,10 @@ class GrammarError(ValueError):
 
 
 def build_vocabulary(info: TokenizerInfo) -> Vocabulary:
-    """outlines-core vocabulary of every non-special token, keyed by its exact bytes."""
-    by_bytes: dict[bytes, list[int]] = {}
-    for token_id, data in enumerate(info.token_bytes):
-        if token_id not in info.special_ids and token_id not in info.eos_token_ids:
-            by_bytes.setdefault(data, []).append(token_id)
-    return Vocabulary(min(info.eos_token_ids), by_bytes)
+    """outlines-core vocabulary of the tokens a constraint may allow (`TokenizerInfo.tokens_by_bytes`)."""
+    from outlines_core import Vocabulary
+
+    return Vocabulary(min(info.eos_token_ids), info.tokens_by_bytes())
 
 
 @dataclass
@@ -322,6 +322,8 @@ class GrammarCompiler:
         compiled = build()
         try:
             if self.backend == "outlines":
+                from outlines_core import Index
+
                 index = Index(compiled.grammar.to_regex(), self._vocabulary)
             else:
                 index = LazyTokenIndex(compiled.grammar, self._token_vocabulary, max_states=self.max_states)

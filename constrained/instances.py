@@ -54,6 +54,7 @@ from jsonschema.validators import validator_for
 
 from constrained.token_index.automaton import DEAD, LazyDFA
 from grammars import JsonSchemaOptions, compile_json_schema
+from grammars.flat import json_key  # the compiler's JSON-equality key (1 == 1.0, key order ignored)
 
 UNICODE_WEIGHT = 0.02
 ESCAPE_WEIGHT = 0.3  # a group of only `\\` (string escapes)
@@ -118,10 +119,6 @@ class Coverage:
 
 class GenerationError(ValueError):
     """No instance could be drawn (e.g. the automaton exceeded its state budget)."""
-
-
-def _canon(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _compact(value: Any) -> str:
@@ -404,8 +401,8 @@ class InstanceGenerator:
                 node = site.schema
                 if isinstance(node.get("enum"), list):
                     cov.enum_sizes[site.pointer] = len(node["enum"])
-                    canon = {_canon(v) for v in node["enum"]}
-                    got = _canon(site.value)
+                    canon = {json_key(v) for v in node["enum"]}
+                    got = json_key(site.value)
                     if got in canon:
                         cov.enum_values.setdefault(site.pointer, Counter())[got] += 1
                 for kw in ("anyOf", "oneOf"):
@@ -669,7 +666,7 @@ def _above(bound: Any, integer: bool, step: float) -> Any:
 
 
 def _not_in(values: list, value: Any) -> list:
-    canon = {_canon(v) for v in values}
+    canon = {json_key(v) for v in values}
     cands = []
     if isinstance(value, str):
         cands += [value + "_x", value.upper() + "Z", ""]
@@ -682,7 +679,7 @@ def _not_in(values: list, value: Any) -> list:
     elif isinstance(value, dict):
         cands += [{**value, "__extra__": None}, {}]
     cands += ["__not_in_enum__", None, 123456789]
-    return [c for c in cands if _canon(c) not in canon]
+    return [c for c in cands if json_key(c) not in canon]
 
 
 def _fresh_key(value: dict, node: dict) -> str:
@@ -733,16 +730,14 @@ def generate_with_model(
     `loaded` (a `constrained.models.LoadedModel`) skips loading `model`."""
     import queue
 
+    from constrained.api import Compiler
     from constrained.engine import ChoiceDelta, Engine, GenerationRequest, RequestFailed, RequestFinished
-    from constrained.grammar import GrammarCompiler
     from constrained.models import load_model
     from constrained.sampling import SamplingParams
-    from constrained.tokenizer_info import TokenizerInfo
 
     loaded = loaded or load_model(model)
     tokenizer = loaded.tokenizer
-    info = TokenizerInfo.from_huggingface(tokenizer, loaded.vocab_size)
-    grammar = GrammarCompiler(info).compile_json_schema(schema)
+    grammar = Compiler.for_tokenizer(tokenizer, vocab_size=loaded.vocab_size).json_schema(schema)
     messages = [
         {"role": "system", "content": "You produce realistic example JSON data. Answer with JSON only."},
         {

@@ -3,9 +3,10 @@
 Contract: `TokenizerInfo.from_huggingface(tok, vocab_size)` gives `token_bytes[i]` = the bytes token `i`
 contributes to the decoded text (byte-level BPE, SentencePiece `▁`/`<0xNN>` and tiktoken-style vocabularies),
 `special_ids` (control tokens that never appear inside constrained text), `eos_token_ids` (tokens that end a
-sequence) and `vocab_size` (the model's logits width, which may exceed the tokenizer's length).
-A `fingerprint`
-identifies the vocabulary for cache keys.
+sequence: `eos_token_ids(tok)`, which the engine also uses) and `vocab_size` (the model's logits width,
+which may exceed the tokenizer's length). A `fingerprint` identifies the vocabulary for cache keys.
+`tokens_by_bytes()` is the one definition of the tokens a constraint may allow: every non-empty token that is
+neither special nor end-of-sequence, by its bytes.
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ def _token_bytes(token: str, byte_level: bool) -> bytes:
     return token.replace("▁", " ").encode()
 
 
+def eos_token_ids(tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
+    """The tokens that end a sequence: the tokenizer's `eos_token_id` (none when it has none)."""
+    return frozenset() if tokenizer.eos_token_id is None else frozenset({tokenizer.eos_token_id})
+
+
 @dataclass(frozen=True)
 class TokenizerInfo:
     token_bytes: tuple[bytes, ...]
@@ -69,9 +75,19 @@ class TokenizerInfo:
             idx for idx, tok in tokenizer.added_tokens_decoder.items() if tok.special
         }
         special |= {idx for idx in range(size) if not table[idx]}
-        eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+        eos = eos_token_ids(tokenizer)
         digest = hashlib.sha256()
         for idx, data in enumerate(table):
             digest.update(idx.to_bytes(4, "little") + len(data).to_bytes(2, "little") + data)
         digest.update(repr(sorted(eos)).encode())
-        return cls(tuple(table), frozenset(eos), frozenset(special), size, digest.hexdigest()[:24])
+        return cls(tuple(table), eos, frozenset(special), size, digest.hexdigest()[:24])
+
+    def tokens_by_bytes(self) -> dict[bytes, list[int]]:
+        """The tokens a constraint may allow, by their bytes (ids ascending): every non-empty token that is
+        neither special nor end-of-sequence."""
+        excluded = self.special_ids | self.eos_token_ids
+        by_bytes: dict[bytes, list[int]] = {}
+        for token_id, data in enumerate(self.token_bytes):
+            if data and token_id not in excluded:
+                by_bytes.setdefault(data, []).append(token_id)
+        return by_bytes

@@ -3,6 +3,7 @@ compiler merges (``allOf``), unions (``anyOf``) and negates (`grammars.negation`
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -59,3 +60,14 @@ def json_type(value: Any) -> str:
     if isinstance(value, list):
         return "array"
     return "object"
+
+
+def json_key(value: Any) -> str:
+    """Key for JSON equality (1 == 1.0, key order irrelevant)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(k)}:{json_key(v)}" for k, v in sorted(value.items())) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(json_key(v) for v in value) + "]"
+    return json.dumps(value)

@@ -43,7 +43,7 @@ import referencing
 import referencing.jsonschema
 
 from .errors import SchemaError, Unsatisfiable
-from .flat import ALL_TYPES, Flat, json_type
+from .flat import ALL_TYPES, Flat, json_key, json_type
 from .ir import DEFAULT_STACK_LIMIT, NOTHING, RuleGrammar, call, intersection, is_call
 from .negation import Negated, complement, negated
 from .numbers import Bound, integer_regex, number_regex
@@ -193,17 +193,6 @@ def _tighter_upper(a: Bound | None, b: Bound | None) -> Bound | None:
     if a.value != b.value:
         return a if a.value < b.value else b
     return a if a.exclusive else b
-
-
-def _canon(value: Any) -> str:
-    """Key for JSON equality (1 == 1.0, key order irrelevant)."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{json.dumps(k)}:{_canon(v)}" for k, v in sorted(value.items())) + "}"
-    if isinstance(value, list):
-        return "[" + ",".join(_canon(v) for v in value) + "]"
-    return json.dumps(value)
 
 
 class _Compiler:
@@ -660,7 +649,9 @@ class _Compiler:
         if "enum" in s:
             if not isinstance(s["enum"], list):
                 raise SchemaError("enum must be an array", "enum", ptr)
-            f.enum = [v for v in s["enum"] if f.enum is None or any(_canon(v) == _canon(e) for e in f.enum)]
+            f.enum = [
+                v for v in s["enum"] if f.enum is None or any(json_key(v) == json_key(e) for e in f.enum)
+            ]
         # numbers
         ex_min, ex_max = s.get("exclusiveMinimum"), s.get("exclusiveMaximum")
         if "minimum" in s:
@@ -767,8 +758,8 @@ class _Compiler:
         if not f.types:
             raise Unsatisfiable
         if a.enum is not None and b.enum is not None:
-            keys = {_canon(v) for v in b.enum}
-            f.enum = [v for v in a.enum if _canon(v) in keys]
+            keys = {json_key(v) for v in b.enum}
+            f.enum = [v for v in a.enum if json_key(v) in keys]
         else:
             f.enum = a.enum if a.enum is not None else b.enum
         if f.enum is not None:
@@ -936,7 +927,7 @@ class _Compiler:
             values = self.enum_values(f)
             if not values:
                 raise Unsatisfiable
-            return alt(self.literal(v) for v in dict((_canon(v), v) for v in values).values())
+            return alt(self.literal(v) for v in dict((json_key(v), v) for v in values).values())
         excluded, forbidden = self._nots(f, types)
         parts = []
         for t in ("null", "boolean", "integer", "number", "string", "array", "object"):
@@ -1174,7 +1165,7 @@ class _Compiler:
                 found = [v for v in (None, True, False) if json_type(v) in flat.types]
             else:
                 return None
-            values.update((_canon(v), v) for v in found)
+            values.update((json_key(v), v) for v in found)
         return list(values.values()) if len(values) <= 16 else None
 
     def _layout(self, members: list[tuple[str, bool]], extra: str | None, nonempty: bool) -> str:

@@ -14,10 +14,11 @@ import random
 import numpy as np
 import pytest
 import regex as language
-from outlines_core import Index, Vocabulary
+from outlines_core import Index
 from outlines_core.json_schema import build_regex_from_schema
 
 from constrained.bitmask import pack_token_ids
+from constrained.grammar import build_vocabulary
 from constrained.token_index import LazyTokenIndex, RegexUnsupported, TokenVocabulary
 from constrained.token_index.automaton import utf8_sequences
 from constrained.tokenizer_info import TokenizerInfo
@@ -100,17 +101,9 @@ def synthetic() -> TokenizerInfo:
     )
 
 
-def _outlines_vocabulary(info: TokenizerInfo) -> Vocabulary:
-    by_bytes: dict[bytes, list[int]] = {}
-    for tid, data in enumerate(info.token_bytes):
-        if data and tid not in info.special_ids and tid not in info.eos_token_ids:
-            by_bytes.setdefault(data, []).append(tid)
-    return Vocabulary(min(info.eos_token_ids), by_bytes)
-
-
 def assert_parity(regex: str, info: TokenizerInfo, *, walks: int = 12, steps: int = 40, seed: int = 0) -> int:
     """Walk outlines-core and the lazy index with the same random allowed tokens; compare every mask."""
-    ref = Index(regex, _outlines_vocabulary(info))
+    ref = Index(regex, build_vocabulary(info))
     mine = LazyTokenIndex(regex, TokenVocabulary.from_info(info))
     eos = set(info.eos_token_ids)
     rng = random.Random(seed)
