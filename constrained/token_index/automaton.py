@@ -43,6 +43,7 @@ EMPTY, EPS, RET = 0, 1, 2  # term ids: the empty language, the empty string, the
 K_EMPTY, K_EPS, K_BYTES, K_CAT, K_ALT, K_REP, K_LAZY, K_REF, K_RET, K_AND = range(10)
 UNBOUNDED = 1 << 62  # a repeat without an upper bound
 SEARCH_LIMIT = 50_000  # derivative states explored to find an intersection's shortest string
+UNIVERSAL_LIMIT = 4096  # character-boundary states explored to show a head takes any content prefix
 ALL_BYTES = (1 << 256) - 1
 DEAD = -1
 MAX_CODEPOINT = 0x10FFFF
@@ -214,6 +215,8 @@ class TermStore:
         self._lf: dict[int, tuple] = {}
         self._class_cache: dict[tuple, int] = {}
         self._content_char: dict[int, bool] = {}
+        self._universal: dict[tuple[int, ...], bool] = {}
+        self._steps: dict[tuple, list[tuple[int, ...]] | None] = {}
 
     def _mk(self, kind: int, data: tuple, nullable: bool | None) -> int:
         key = (kind, data)
@@ -423,6 +426,75 @@ class TermStore:
         if len(known) < len(bounds) or max(lo for lo, _ in known) > upper:
             return None, upper
         return upper, upper
+
+    def content_head(self, t: int) -> int | None:
+        """The items of `t` before its first one that must start with a non-content byte (a closing quote),
+        as one term; None when there is no such item or nothing before it."""
+        head: list[int] = []
+        for item in self._spine(t):
+            if not self.nullable(item) and not self.first_bytes(item) & _content_first_bytes():
+                return self.cat_all(head) if head else None
+            head.append(item)
+        return None
+
+    def content_universal(self, heads: tuple[int, ...]) -> bool:
+        """Whether every string of JSON-string content characters is a prefix of a string of one of `heads`
+        (sorted terms; an open object's additional key takes any name but the declared ones). Explores the
+        derivatives by whole characters (sets of live threads), at most `UNIVERSAL_LIMIT` of them; when it
+        succeeds every set it saw is universal too, so the key positions of an object share one walk."""
+        res = self._universal.get(heads)
+        if res is None:
+            seen = self._universal_closure(heads)
+            res = seen is not None
+            self._universal.update(dict.fromkeys(seen or (heads,), res))
+        return res
+
+    def _universal_closure(self, start: tuple[int, ...]) -> set[tuple[int, ...]] | None:
+        seen, todo = {start}, [start]
+        while todo:
+            if len(seen) > UNIVERSAL_LIMIT:
+                return None
+            threads = todo.pop()
+            for seq in _content_steps():
+                cur = {threads}
+                for want in seq:
+                    nxt = set()
+                    for ts in cur:
+                        succ = self._char_step(ts, want)
+                        if succ is None:
+                            return None
+                        nxt.update(succ)
+                    cur = nxt
+                for ts in cur:
+                    if ts not in seen and not self._universal.get(ts):
+                        seen.add(ts)
+                        todo.append(ts)
+        return seen
+
+    def _char_step(self, threads: tuple[int, ...], want: int) -> list[tuple[int, ...]] | None:
+        """The live thread sets every byte of `want` leads `threads` to; None when some byte dies. Cached."""
+        key = (threads, want)
+        if key not in self._steps:
+            self._steps[key] = self._compute_char_step(threads, want)
+        return self._steps[key]
+
+    def _compute_char_step(self, threads: tuple[int, ...], want: int) -> list[tuple[int, ...]] | None:
+        items = [it for u in threads for it in self.lf(u) if it is not None and it[0] & want]
+        covered = 0
+        for m, _ in items:
+            covered |= m
+        if covered & want != want:
+            return None
+        out = []
+        for block in _blocks([m & want for m, _ in items], want):
+            rep = (block & -block).bit_length() - 1
+            succ = tuple(
+                sorted({k for m, k in items if (m >> rep) & 1 and not self.depth[k] and self.productive(k)})
+            )
+            if not succ:
+                return None
+            out.append(succ)
+        return out
 
     def _repeat_bound(self, t: int) -> tuple[int, int] | None:
         """`(lo, hi)` of a repeat of one content character (`hi` UNBOUNDED when open); None otherwise."""
@@ -980,6 +1052,10 @@ class LazyDFA:
         exact = max((e for e, _ in bounds if e is not None), default=None)
         if exact is not None and all(e is not None or upper <= exact for e, upper in bounds):
             return min(exact, limit)  # one thread takes `exact` characters, none takes more
+        heads = [self.store.content_head(t) for t in self._states[state]]
+        live = tuple(sorted({h for h in heads if h is not None}))
+        if live and self.store.content_universal(live):
+            return limit  # some thread takes any content prefix: every content token is allowed
         run = 0
         while run < limit:
             nxt = self._content_step(state)
@@ -1083,6 +1159,34 @@ def _content_first_bytes() -> int:
     return mask
 
 
+@cache
+def _content_steps() -> list[list[int]]:
+    """`_string_content_sequences` as byte masks, the one-byte characters merged into one step."""
+    ascii_ = 0
+    out = []
+    for seq in _string_content_sequences():
+        if len(seq) == 1:
+            ascii_ |= _range_mask(*seq[0])
+        else:
+            out.append([_range_mask(lo, hi) for lo, hi in seq])
+    return [[ascii_], *out]
+
+
+def _blocks(masks, universe: int) -> list[int]:
+    """The blocks of bytes of `universe` that no mask separates."""
+    blocks = [universe]
+    for m in masks:
+        nb = []
+        for b in blocks:
+            x, y = b & m, b & ~m
+            if x:
+                nb.append(x)
+            if y:
+                nb.append(y)
+        blocks = nb
+    return blocks
+
+
 def _block_minima(masks: frozenset[int]) -> list[int]:
     """The smallest byte of each block of bytes that no mask separates."""
     return [rep for rep, _ in _partition(masks)]
@@ -1093,18 +1197,8 @@ def _partition(masks) -> list[tuple[int, np.ndarray]]:
     covered = 0
     for m in masks:
         covered |= m
-    blocks = [covered]
-    for m in masks:
-        nb = []
-        for b in blocks:
-            x, y = b & m, b & ~m
-            if x:
-                nb.append(x)
-            if y:
-                nb.append(y)
-        blocks = nb
     out = []
-    for b in blocks:
+    for b in _blocks(masks, covered):
         rep = (b & -b).bit_length() - 1
         sel = np.unpackbits(np.frombuffer(b.to_bytes(32, "little"), dtype=np.uint8), bitorder="little")
         out.append((rep, sel.astype(bool)))
