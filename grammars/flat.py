@@ -43,6 +43,9 @@ class Flat:
     unique: str | None = None
     contains: list[tuple[Node, int, int | None]] = field(default_factory=list)
     nots: list[Node] = field(default_factory=list)
+    # (keyword, pointer) when this Flat belongs to a complement generated without that keyword's violations:
+    # the union it is part of is a subset of what it stands for, so it must not be complemented again.
+    subset_of: tuple[str, str] | None = None
 
 
 def json_type(value: Any) -> str:

@@ -469,7 +469,12 @@ class _Compiler:
             for fa in branch:
                 alts = [fa]
                 for j, other in enumerate(groups):
-                    if j != i and alts and not all(self._disjoint(fa, fb) for fb in other):
+                    # a subset's disjointness proves nothing about the schema it stands for
+                    if (
+                        j != i
+                        and alts
+                        and not all(fb.subset_of is None and self._disjoint(fa, fb) for fb in other)
+                    ):
                         minus = self._complement(raw[j], self.value_not(nodes[j]), refs)
                         alts = self._merge_all(alts, minus, ptr, "oneOf")
                 out.extend(alts)
@@ -522,14 +527,29 @@ class _Compiler:
         return self._complement(self._flatten_opt(node, refs), self.value_not(node), refs)
 
     def _complement(self, flats: list[Flat], source: Negated, refs: tuple[str, ...]) -> list[Flat]:
+        """The complement of the union `flats`. Refused when that union is itself a subset (the complement
+        of a subset is a superset): a SchemaError naming the keyword that made it one."""
+        for f in flats:
+            if f.subset_of is not None:
+                kw, where = f.subset_of
+                raise SchemaError(
+                    f"cannot negate a schema whose own complement leaves out {kw} (at {where or '/'})",
+                    kw,
+                    source.pointer,
+                )
         out = [Flat([source])]
+        dropped: list[tuple[str, str]] = []
         for f in flats:
             c = complement(f, source, self.enum_values, self.value_not)
+            dropped += c.dropped
             alts = c.alternatives + [g for n in c.satisfying for g in self._flatten_opt(n, refs)]
             for kw, p in c.dropped:
                 self.note(p, f"{kw} (its complement is not generated)")
             self._dropped.extend(c.dropped)
             out = self._merge_all(out, alts, source.pointer, "not")
+        if dropped:
+            for f in out:
+                f.subset_of = f.subset_of or dropped[0]
         return out
 
     def _check_complement(self, result: list[Flat], before: int, ptr: str) -> None:
@@ -815,6 +835,7 @@ class _Compiler:
         f.unique = a.unique if a.unique is not None else b.unique
         f.contains = a.contains + b.contains
         f.nots = a.nots + b.nots
+        f.subset_of = a.subset_of or b.subset_of
         return f
 
     def _prop_nodes(self, f: Flat, name: str) -> list[Node] | None:

@@ -283,6 +283,7 @@ CASES: list[tuple[dict | bool, list, list]] = [
         ["a", 2.5, None],
     ),
     ({"dependentSchemas": {"a": {"required": ["b"]}}}, [{"a": 1, "b": 2}, {"c": 1}, {}, 3], [{"a": 1}]),
+    ({"not": {"not": {"type": "string", "minLength": 2}}}, ["ab", "abc"], ["a", 1, None]),
     (
         {
             "$schema": "http://json-schema.org/draft-07/schema#",
@@ -346,6 +347,13 @@ REJECTED: list[tuple[dict, str, str]] = [
     ({"type": "string", "not": {"pattern": "^a"}}, "pattern", "/not"),
     (
         {"oneOf": [{"type": "string", "pattern": "a"}, {"type": "string", "pattern": "b"}]},
+        "pattern",
+        "/oneOf/1",
+    ),
+    # the complement of a complement generated as a subset would be a superset: refused
+    ({"not": {"not": {"type": "string", "pattern": "a"}}}, "pattern", "/not"),
+    (
+        {"oneOf": [{"type": "string", "maxLength": 3}, {"not": {"type": "string", "pattern": "a"}}]},
         "pattern",
         "/oneOf/1",
     ),
