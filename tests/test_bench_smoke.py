@@ -78,6 +78,17 @@ def test_masks_smoke(data_dir: Path) -> None:
     assert re.fullmatch(pattern, lines[-1]), lines[-1]
 
 
+@pytest.mark.timeout(150)
+def test_restart_smoke(data_dir: Path) -> None:
+    """Every fixture schema is timed cold and after a restart (served from the disk cache)."""
+    cmd = [sys.executable, str(ROOT / "bench" / "restart.py"), "--data", str(data_dir), "--limit", "3"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    number = r"\d+\.\d\d"
+    pattern = rf"restart: schemas={len(FIXTURE)} cold_ttfm_p50_ms={number} restart_ttfm_p50_ms={number} "
+    assert re.fullmatch(pattern + rf"restart_ttfm_p99_ms={number}", proc.stdout.strip().splitlines()[-1])
+
+
 SCALE = ROOT.parent / "shared" / "corpora" / "scale" / "make_scale.py"
 
 
