@@ -27,6 +27,7 @@ class Flat:
     min_len: int = 0
     max_len: int | None = None
     patterns: list[tuple[str, str]] = field(default_factory=list)
+    not_patterns: list[tuple[str, str]] = field(default_factory=list)  # strings must match none of these
     formats: list[tuple[str, str]] = field(default_factory=list)
     props: dict[str, list[Node]] = field(default_factory=dict)
     required: list[str] = field(default_factory=list)

@@ -1,8 +1,10 @@
 """The constraint IR: a rule graph whose rule bodies are regex fragments that may call other rules.
 
 Contract: a :class:`RuleGrammar` is ``root`` (a regex fragment) plus ``rules``; ``(?&N)`` inside a fragment
-(PCRE's syntax for calling a subpattern) stands for the language of ``rules[N]``, and ``(?&N&M...)`` for the
-intersection of those rules' languages (strings matching all of them; operands must not be recursive). A
+(PCRE's syntax for calling a subpattern) stands for the language of ``rules[N]``, ``(?&N&M...)`` for the
+intersection of those rules' languages (strings matching all of them) and ``(?&N&~M)`` for the strings of
+``N`` that ``M`` does not match (a complement operand; an intersection needs one plain operand). Operands of
+intersections and complements must not be recursive. A
 rule is written once and called by id wherever it is used, so a grammar's size is linear in its schema's
 size. Rules in ``recursive`` call themselves (directly or through others): the token automaton expands them
 through a stack (continuations), bounded by ``stack_limit`` open recursive calls at any point of an output.
@@ -19,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 
 # An escaped character (skipped) or a rule call.
-_CALL = re.compile(r"\\.|\(\?&([0-9]+(?:&[0-9]+)*)\)", re.DOTALL)
+_CALL = re.compile(r"\\.|\(\?&([0-9]+(?:&~?[0-9]+)*)\)", re.DOTALL)
 DEFAULT_STACK_LIMIT = 128
 NOTHING = r"[^\s\S]"  # the empty language
 
@@ -29,13 +31,23 @@ def call(rule: int) -> str:
     return f"(?&{rule})"
 
 
-def intersection(rules: list[int]) -> str:
-    """The fragment of the strings that match every rule of ``rules`` (non-recursive rules)."""
-    return "(?&" + "&".join(map(str, rules)) + ")"
+def intersection(rules: list[int], excluded: list[int] = ()) -> str:
+    """The fragment of the strings that match every rule of ``rules`` and none of ``excluded``
+    (non-recursive rules; ``rules`` not empty)."""
+    return "(?&" + "&".join([*map(str, rules), *(f"~{r}" for r in excluded)]) + ")"
+
+
+def _operands(match: re.Match) -> tuple[list[int], list[int]]:
+    """The plain and the complemented operands of a call or intersection."""
+    plain, negated = [], []
+    for x in match.group(1).split("&"):
+        (negated if x.startswith("~") else plain).append(int(x.lstrip("~")))
+    return plain, negated
 
 
 def _ids(match: re.Match) -> list[int]:
-    return [int(x) for x in match.group(1).split("&")]
+    plain, negated = _operands(match)
+    return plain + negated
 
 
 def is_call(fragment: str) -> bool:
@@ -52,9 +64,12 @@ def renumber(fragment: str, offset: int) -> str:
     """``fragment`` with every call ``(?&N)`` rewritten to ``(?&N+offset)``."""
     if not offset or "(?&" not in fragment:
         return fragment
-    return _CALL.sub(
-        lambda m: m.group(0) if m.group(1) is None else intersection([r + offset for r in _ids(m)]), fragment
-    )
+
+    def shifted(m: re.Match) -> str:
+        plain, negated = _operands(m)
+        return intersection([r + offset for r in plain], [r + offset for r in negated])
+
+    return _CALL.sub(lambda m: m.group(0) if m.group(1) is None else shifted(m), fragment)
 
 
 @dataclass(frozen=True)
@@ -86,11 +101,12 @@ class RuleGrammar:
         def inline(fragment: str, left: int) -> str:
             if "(?&" not in fragment:
                 return fragment
-            return _CALL.sub(lambda m: m.group(0) if m.group(1) is None else expand(_ids(m), left), fragment)
+            return _CALL.sub(lambda m: m.group(0) if m.group(1) is None else expand(m, left), fragment)
 
-        def expand(rules: list[int], left: int) -> str:
-            if len(rules) > 1:
-                raise ValueError("an intersection has no regex form")
+        def expand(m: re.Match, left: int) -> str:
+            rules, negated = _operands(m)
+            if len(rules) > 1 or negated:
+                raise ValueError("an intersection or complement has no regex form")
             (rule,) = rules
             if rule in self.recursive:
                 if left == 0:

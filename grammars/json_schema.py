@@ -795,6 +795,7 @@ class _Compiler:
         f.multiple = a.multiple + b.multiple
         f.min_len, f.max_len = max(a.min_len, b.min_len), _min_opt(a.max_len, b.max_len)
         f.patterns = a.patterns + b.patterns
+        f.not_patterns = a.not_patterns + b.not_patterns
         f.formats = a.formats + b.formats
         # objects
         names = list(dict.fromkeys([*a.props, *b.props]))
@@ -1075,7 +1076,11 @@ class _Compiler:
         contents = [rx for rx, *_ in pieces]  # the string's content matches all of these (an intersection)
         if excluded:
             contents.append(self.excluding(excluded))
-        if len(pieces) == 1 and not excluded:
+        unmatched = [pattern_regex(pattern, pptr) for pattern, pptr in f.not_patterns]
+        if unmatched:  # complements are taken among the generated encodings: no lone surrogate, unlike LOOSE
+            contents.append(length_regex(lo, hi))
+            lo, hi = 0, None
+        elif len(pieces) == 1 and not excluded:
             rx, plo, phi, kw, kptr = pieces[0]
             simple = _simple_repeat(f.patterns[0][0], kptr) if kw == "pattern" else None
             if plo >= lo and (hi is None or (phi is not None and phi <= hi)):
@@ -1088,9 +1093,12 @@ class _Compiler:
                 contents, lo, hi = [repeat(atom, lo, hi)], 0, None
         if lo or hi is not None or not contents:
             contents.append(LOOSE_CONTENT if lo == 0 and hi is None else length_regex(lo, hi))
-        if len(contents) == 1:
+        if len(contents) == 1 and not unmatched:
             return self.budget(contents[0], ptr)
-        return intersection([self.add_rule(self.budget(c, ptr)) for c in contents])
+        return intersection(
+            [self.add_rule(self.budget(c, ptr)) for c in contents],
+            [self.add_rule(self.budget(c, ptr)) for c in unmatched],
+        )
 
     def compile_array(self, f: Flat) -> str:
         ptr = f.sources[0].pointer

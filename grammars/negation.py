@@ -8,7 +8,9 @@ fails that member's schema; an array with too few items; ...). Contract:
 
 - every alternative returned is disjoint from the Flat (soundness: a compiled complement never admits an
   instance of the negated schema);
-- keywords whose violation has no Flat form (``pattern``, ``format``, ``multipleOf``, ``items``,
+- a ``pattern`` violation is a string matching none of it (``not_patterns``: a complement operand of the
+  string's intersection, ``(?&N&~M)``, taken in the token automaton);
+- keywords whose violation has no Flat form (``format``, ``multipleOf``, ``items``,
   ``additionalProperties``, ...) contribute no alternative and are reported in ``Complement.dropped``: the
   complement is then a subset of the true one (outputs avoid instances that would need them), which the
   compiler records and, where the subset is empty, reports as the keyword it could not negate.
@@ -96,8 +98,10 @@ def complement(
             add(types=string, max_len=f.min_len - 1)
         if f.max_len is not None:
             add(types=string, min_len=f.max_len + 1)
-        if f.patterns:
-            drop("pattern")
+        for pattern in f.patterns:  # a string the pattern does not match (complemented in the automaton)
+            add(types=string, not_patterns=[pattern])
+        for pattern in f.not_patterns:  # a string one of them matches
+            add(types=string, patterns=[pattern])
         if f.formats:
             drop("format")
     if "object" in types:

@@ -284,6 +284,15 @@ CASES: list[tuple[dict | bool, list, list]] = [
     ),
     ({"dependentSchemas": {"a": {"required": ["b"]}}}, [{"a": 1, "b": 2}, {"c": 1}, {}, 3], [{"a": 1}]),
     ({"not": {"not": {"type": "string", "minLength": 2}}}, ["ab", "abc"], ["a", 1, None]),
+    # pattern complements: `(?&N&~M)`, taken in the token automaton
+    ({"type": "string", "not": {"pattern": "^a"}}, ["", "b", "ba", "éa"], ["a", "ab", 1]),
+    (
+        {"oneOf": [{"type": "string", "pattern": "a"}, {"type": "string", "pattern": "b"}]},
+        ["a", "xb"],
+        ["ab", "c"],
+    ),
+    ({"not": {"not": {"type": "string", "pattern": "a"}}}, ["a", "ba"], ["b", 1]),
+    ({"type": "string", "maxLength": 3, "not": {"pattern": "^[0-9]+$"}}, ["", "1a", "abc"], ["12", "abcd"]),
     (
         {
             "$schema": "http://json-schema.org/draft-07/schema#",
@@ -344,17 +353,17 @@ REJECTED: list[tuple[dict, str, str]] = [
     ({"type": "string", "format": "ipv6"}, "format", ""),
     ({"type": "array", "items": {"type": "string"}, "uniqueItems": True}, "uniqueItems", ""),
     ({"type": "string", "format": "time"}, "format", ""),
-    ({"type": "string", "not": {"pattern": "^a"}}, "pattern", "/not"),
+    ({"type": "string", "not": {"format": "email"}}, "format", "/not"),
     (
-        {"oneOf": [{"type": "string", "pattern": "a"}, {"type": "string", "pattern": "b"}]},
-        "pattern",
+        {"oneOf": [{"type": "string", "format": "email"}, {"type": "string", "format": "uuid"}]},
+        "format",
         "/oneOf/1",
     ),
     # the complement of a complement generated as a subset would be a superset: refused
-    ({"not": {"not": {"type": "string", "pattern": "a"}}}, "pattern", "/not"),
+    ({"not": {"not": {"type": "string", "format": "email"}}}, "format", "/not"),
     (
-        {"oneOf": [{"type": "string", "maxLength": 3}, {"not": {"type": "string", "pattern": "a"}}]},
-        "pattern",
+        {"oneOf": [{"type": "string", "maxLength": 3}, {"not": {"type": "string", "format": "email"}}]},
+        "format",
         "/oneOf/1",
     ),
     ({"$ref": "https://example.com/missing.json"}, "$ref", ""),

@@ -368,3 +368,24 @@ def test_counter_masks_at_every_position() -> None:
             state = index.get_next_state(state, ord("a"))
             if state is None:
                 break
+
+
+@pytest.mark.parametrize(
+    ("plain", "negated"),
+    [("[a-c]{0,4}", "a.*"), ("[a-c]*", "(?:ab|c)+"), ("[a-c]{1,3}", "[^b]*b[^b]*"), ("(?:a|bc)*", "a*")],
+)
+def test_complement_operand_is_exact(plain: str, negated: str) -> None:
+    """`(?&N&~M)`: exactly the strings of N that M does not match (every string over a-c up to length 5)."""
+    from itertools import product
+
+    from constrained.token_index.automaton import LazyDFA
+    from grammars.ir import RuleGrammar, intersection
+
+    dfa = LazyDFA(RuleGrammar(intersection([0], [1]), (plain, negated)))
+    for n in range(6):
+        for chars in product("abc", repeat=n):
+            text = "".join(chars)
+            expected = (
+                language.fullmatch(plain, text) is not None and language.fullmatch(negated, text) is None
+            )
+            assert dfa.accepts(text) == expected, (plain, negated, text)

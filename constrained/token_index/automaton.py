@@ -40,7 +40,7 @@ except ImportError:  # pragma: no cover
     import sre_parse  # type: ignore[no-redef]
 
 EMPTY, EPS, RET = 0, 1, 2  # term ids: the empty language, the empty string, the return marker
-K_EMPTY, K_EPS, K_BYTES, K_CAT, K_ALT, K_REP, K_LAZY, K_REF, K_RET, K_AND = range(10)
+K_EMPTY, K_EPS, K_BYTES, K_CAT, K_ALT, K_REP, K_LAZY, K_REF, K_RET, K_AND, K_NOT = range(11)
 UNBOUNDED = 1 << 62  # a repeat without an upper bound
 SEARCH_LIMIT = 50_000  # derivative states explored to find an intersection's shortest string
 UNIVERSAL_LIMIT = 4096  # character-boundary states explored to show a head takes any content prefix
@@ -291,9 +291,19 @@ class TermStore:
         return tid
 
     def call(self, token: str) -> int:
-        """The term of a call token `(?&N)` or intersection `(?&N&M...)`."""
-        refs = [self.ref(int(x)) for x in token[3:-1].split("&")]
+        """The term of a call token `(?&N)`, intersection `(?&N&M...)` or complement operand `(?&N&~M)`."""
+        refs = [
+            self.negation(self.ref(int(x[1:]))) if x.startswith("~") else self.ref(int(x))
+            for x in token[3:-1].split("&")
+        ]
         return refs[0] if len(refs) == 1 else self.both(refs)
+
+    def negation(self, t: int) -> int:
+        """The complement of `t` among all byte strings (its derivatives are the complements of `t`'s)."""
+        if self.kind[t] == K_NOT:
+            return self.data[t][0]
+        self.has_intersections = True
+        return self._mk(K_NOT, (t,), None)
 
     def both(self, terms: list[int]) -> int:
         """The intersection of `terms` (flattened, deduplicated, sorted: one term per set of operands)."""
@@ -344,7 +354,7 @@ class TermStore:
                         if rule in self.recursive
                         else self.productive(self.rule_term(rule))
                     )
-                elif kind == K_AND:
+                elif kind in (K_AND, K_NOT):
                     ok = self._nonempty(part)
                 else:
                     ok = kind != K_EMPTY
@@ -580,7 +590,7 @@ class TermStore:
             if rule not in self._rule_shortest:
                 self._solve(rule)
             return self._rule_shortest[rule]
-        if kind == K_AND:
+        if kind in (K_AND, K_NOT):
             return self._search(t)
         return None if kind == K_EMPTY else b""  # K_EPS, K_RET
 
@@ -655,7 +665,7 @@ class TermStore:
                 continue
             if kind == K_LAZY:
                 kids: tuple = (self.force(u),)
-            elif kind in (K_CAT, K_ALT, K_AND):
+            elif kind in (K_CAT, K_ALT, K_AND, K_NOT):
                 kids = data
             elif kind == K_REP:
                 kids = (data[0],)
@@ -685,6 +695,8 @@ class TermStore:
                 res = any(self.nullable(u) for u in data)
             elif kind == K_AND:
                 res = all(self.nullable(u) for u in data)
+            elif kind == K_NOT:
+                res = not self.nullable(data[0])
             elif kind == K_REP:
                 res = data[1] == 0 or self.nullable(data[0])
             elif kind == K_REF:
@@ -735,6 +747,8 @@ class TermStore:
             return (None,)
         if kind == K_AND:
             return self._product_lf(t)
+        if kind == K_NOT:
+            return self._complement_lf(t)
         if kind == K_REF:
             return self._call_lf(t)
         r, lo, hi, greedy = self.data[t]
@@ -764,6 +778,26 @@ class TermStore:
                         out.append((a[0] & b[0], self.both([a[1], b[1]])))
             items = _dedupe(out)
         return items
+
+    def _complement_lf(self, t: int) -> tuple:
+        """Linear form of a complement: per block of bytes the operand's items do not separate, the
+        complement of the union of their continuations (of nothing, Σ*, for bytes the operand refuses);
+        a match where the operand has none."""
+        inner = self.data[t][0]
+        items = [it for it in self.lf(inner) if it is not None]
+        covered = 0
+        for m, _ in items:
+            covered |= m
+        out: list = []
+        for block in _blocks([m for m, _ in items], covered):
+            rep = (block & -block).bit_length() - 1
+            union = self.alt(sorted({k for m, k in items if (m >> rep) & 1}))
+            out.append((block, self.negation(union)))
+        if covered != ALL_BYTES:
+            out.append((ALL_BYTES & ~covered, self.negation(EMPTY)))
+        if not self.nullable(inner):
+            out.append(None)
+        return tuple(out)
 
     def _search(self, t: int) -> bytes | None:
         """Smallest-shortest string of `t` by breadth-first search over its derivatives, bytes ascending
