@@ -5,7 +5,8 @@ Contract (the xgrammar layout):
   first) of word w says whether token `32 * w + j` is allowed. Bits past `vocab_size` in the last word are
   ignored.
 - `allocate_bitmask` gives an all-allowed mask (every word -1); `pack_token_ids` packs one row from a list of
-  allowed ids; `unpack_bitmask` expands rows to booleans.
+  allowed ids; `write_row` copies a packed row into one row of a bitmask (a wider bitmask row gets its extra
+  tokens disallowed, a narrower one is cut); `unpack_bitmask` expands rows to booleans.
 - `apply_bitmask_(logits, bitmask, rows)` sets the logits of disallowed tokens to -inf in place, on the
   logits' device, in one batched pass. A logits row wider than the mask's bits has its extra tokens
   disallowed (unlike xgrammar, which leaves them untouched: a constrained row must never pick a token its
@@ -43,6 +44,20 @@ def pack_token_ids(token_ids: np.ndarray | Sequence[int], vocab_size: int) -> np
     allowed[ids] = True
     packed = np.packbits(allowed, bitorder="little")  # byte b holds tokens 8b .. 8b+7, lowest bit first
     return packed.view("<i4").astype(np.int32, copy=False)
+
+
+def write_row(bitmask: torch.Tensor, row: int, mask: np.ndarray) -> None:
+    """Copy a packed row (possibly a shared read-only array) into `bitmask[row]`, fitted to its width."""
+    words = bitmask.shape[1]
+    if mask.shape[0] != words:
+        fitted = np.zeros(words, dtype=np.int32)
+        n = min(words, mask.shape[0])
+        fitted[:n] = mask[:n]
+        mask = fitted
+    if bitmask.device.type == "cpu":
+        bitmask[row].numpy()[:] = mask
+    else:
+        bitmask[row].copy_(torch.from_numpy(mask.copy()))
 
 
 def unpack_bitmask(bitmask: torch.Tensor, vocab_size: int) -> torch.Tensor:

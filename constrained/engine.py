@@ -10,6 +10,9 @@ Contract:
   forward pass for the whole batch (the runtime keeps the KV cache), fills the grammar bitmask for every
   row — on a worker thread while the forward pass runs (`overlap_masks`) — and samples all rows with
   `constrained.sampling` as batched torch ops.
+- Per-row constraint work is `constrained.row_constraint.RowConstraint` (one per constrained row): its mask,
+  the degeneration guard, and the engine's closing policy: no pre-masking; a sampled token that would leave
+  no room to finish within `max_tokens` is re-drawn among the closing tokens, batched over those rows.
 - Fast-forward (`fast_forward`, on by default): after a sampled token, the tokens the constraint forces next
   (`constrained.fast_forward`) are accepted and emitted at once and fed to the model with it in the next
   forward pass; they count as completion tokens. Requests asking for logprobs are decoded token by token.
@@ -24,7 +27,6 @@ import queue
 import secrets
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,16 +37,15 @@ from transformers import PreTrainedTokenizerBase
 
 from constrained.bitmask import allocate_bitmask
 from constrained.detokenizer import IncrementalText
-from constrained.fast_forward import forced_tokens
-from constrained.grammar import Grammar, Matcher
+from constrained.grammar import Grammar
 from constrained.reasoning import Reasoning
+from constrained.row_constraint import RowConstraint
 from constrained.runtimes.base import ModelRuntime
 from constrained.sampling import SamplingParams, TokenHistory, sample
 from constrained.tokenizer_info import eos_token_ids
 
 log = logging.getLogger(__name__)
 _PREFILL_GROUP = 16  # requests prefilled together in one forward pass
-_GUARD_WINDOW = 4 * 64  # tokens remembered by the degeneration guard (cycles up to 4 tokens, 64 repeats)
 _FORCED_LIMIT = 32  # most forced tokens appended to a row in one step
 
 
@@ -125,14 +126,12 @@ class RequestHandle:
 class _Sequence:
     handle: RequestHandle
     index: int
-    matcher: Matcher | None
+    constraint: RowConstraint | None  # the row's matcher, closing budget and degeneration guard
     generator: torch.Generator
     text: IncrementalText
     generated: int = 0
     feed: list[int] = field(default_factory=list)  # fed to the model at the next step: sampled + forced
     finished: bool = False
-    recent: deque[int] = field(default_factory=lambda: deque(maxlen=_GUARD_WINDOW))
-    closing_deadline: int | None = None  # set by the degeneration guard: finish by this many tokens
     thinking: bool = True  # (reasoning requests) the closing tag has not been written yet
     tail: str = ""  # (reasoning requests) the last characters emitted, to spot the closing tag
 
@@ -276,8 +275,11 @@ class Engine:
         generator = torch.Generator(device=self.device)
         seed = request.params.seed
         generator.manual_seed(secrets.randbits(63) if seed is None else (seed * 1_000_003 + index) % 2**63)
-        matcher = request.grammar.matcher() if request.grammar is not None else None
-        return _Sequence(handle, index, matcher, generator, IncrementalText(self.tokenizer, request.stop))
+        # No closing margin: the engine does not pre-mask near the budget, it re-draws a token over it
+        # (`_close_within_budget`).
+        grammar, limit = request.grammar, request.repeat_limit
+        constraint = RowConstraint(grammar, repeat_limit=limit) if grammar is not None else None
+        return _Sequence(handle, index, constraint, generator, IncrementalText(self.tokenizer, request.stop))
 
     def _decode_step(self) -> None:
         rows = self._rows
@@ -294,12 +296,12 @@ class Engine:
 
     def _masks(self, rows: list[_Sequence]) -> torch.Tensor | None:
         """The grammar bitmask of every row in its current state (None when no row is constrained)."""
-        if not any(seq.matcher is not None for seq in rows):
+        if not any(seq.constraint is not None for seq in rows):
             return None
         start = time.perf_counter()
         bitmask = allocate_bitmask(len(rows), self.vocab_size, device="cpu")
         for i, seq in enumerate(rows):
-            if seq.matcher is not None and not seq.finished:
+            if seq.constraint is not None and not seq.finished:
                 self._fill_row(seq, bitmask, i)
         if self.observer is not None:
             self.observer.observe_mask(time.perf_counter() - start)
@@ -324,7 +326,7 @@ class Engine:
     def _fill_row(self, seq: _Sequence, bitmask: torch.Tensor, row: int) -> None:
         """Fill one row's mask; a grammar failure (e.g. automaton budget exceeded) fails that request only."""
         try:
-            seq.matcher.fill_bitmask(bitmask, row)
+            seq.constraint.fill(bitmask, row)
         except Exception as exc:
             log.warning("grammar failure: %s", exc)
             self._fail(seq.handle, f"the constraint failed during generation: {exc}")
@@ -349,7 +351,7 @@ class Engine:
             return
         bitmask = allocate_bitmask(len(redo), self.vocab_size, device="cpu")
         for slot, i in enumerate(redo):
-            rows[i].matcher.fill_closing_bitmask(bitmask, slot, self._budget(rows[i]))
+            rows[i].constraint.fill_closing(bitmask, slot, self._remaining(rows[i]))
         index = torch.tensor(redo, dtype=torch.long, device=self.device)
         result = sample(
             logits.index_select(0, index),
@@ -365,10 +367,10 @@ class Engine:
             logprobs[index] = result.logprobs
 
     def _over_budget(self, seq: _Sequence, token: int) -> bool:
-        if seq.matcher is None or seq.finished:
+        if seq.constraint is None or seq.finished:
             return False
         try:
-            return not seq.matcher.fits_budget(token, self._budget(seq))
+            return not seq.constraint.fits(token, self._remaining(seq))
         except Exception as exc:
             log.warning("budget check failed: %s", exc)
             self._fail(seq.handle, f"the constraint failed during generation: {exc}")
@@ -376,31 +378,10 @@ class Engine:
             return False
 
     @staticmethod
-    def _budget(seq: _Sequence) -> int:
-        """Tokens this sequence may still generate, the next one included."""
-        limit = seq.handle.request.max_tokens
-        if seq.closing_deadline is not None:
-            limit = min(limit, seq.closing_deadline)
-        return limit - seq.generated
-
-    @staticmethod
-    def _guard_degeneration(seq: _Sequence, token: int) -> None:
-        """After a cycle of 1-4 tokens repeats `repeat_limit` times, close the output by the shortest path."""
-        seq.recent.append(token)
-        limit = seq.handle.request.repeat_limit
-        if seq.matcher is None or seq.closing_deadline is not None or limit <= 0:
-            return
-        recent = seq.recent
-        for period in range(1, 5):
-            span = period * limit
-            if len(recent) < span:
-                return
-            tail = list(recent)[-span:]
-            if tail == tail[:period] * limit:
-                closing = seq.matcher.grammar.closing
-                if closing is not None:
-                    seq.closing_deadline = seq.generated + closing.distance(seq.matcher.state)
-                return
+    def _remaining(seq: _Sequence) -> int:
+        """Tokens `max_tokens` still allows this sequence, the next one included (the row's constraint
+        lowers it further past a degeneration deadline)."""
+        return seq.handle.request.max_tokens - seq.generated
 
     def _advance(self, first_row: int, tokens: list[int], logprobs: torch.Tensor | None) -> None:
         """Feed the sampled tokens to rows first_row.. and emit their events."""
@@ -422,11 +403,10 @@ class Engine:
 
     def _advance_one(self, seq: _Sequence, token: int, logprobs: torch.Tensor | None) -> None:
         request = seq.handle.request
-        if seq.matcher is not None and not seq.matcher.accept_token(token):
+        if seq.constraint is not None and not seq.constraint.accept(token):  # watched by the guard
             raise RuntimeError(f"sampled token {token} is outside the grammar")
         seq.generated += 1
         seq.handle.completion_tokens += 1
-        self._guard_degeneration(seq, token)
         info = []
         if request.logprobs and logprobs is not None:
             top = []
@@ -454,37 +434,30 @@ class Engine:
     def _fast_forward(self, seq: _Sequence) -> list[int]:
         """Accept the tokens the constraint forces next (none when off, for logprobs requests, or when they
         would leave too few tokens to close the output); they are fed to the model at the next step."""
-        request, matcher = seq.handle.request, seq.matcher
+        request, constraint = seq.handle.request, seq.constraint
         if request.reasoning is not None and seq.thinking:
             return self._close_thinking(seq) if seq.generated >= request.reasoning.budget else []
-        if not self.fast_forward or matcher is None or request.logprobs or matcher.is_terminated():
+        if not self.fast_forward or constraint is None or request.logprobs or constraint.is_terminated():
             return []
         room = min(
             request.max_tokens - seq.generated,
             self.context_window - len(request.prompt_ids) - seq.generated,
             _FORCED_LIMIT,
         )
-        forced = forced_tokens(matcher, self.tokenizer, room - 1)
-        if not forced:
+        forced = constraint.forced_tokens(self.tokenizer, room - 1)
+        if not forced or not constraint.accept_forced(forced, self._remaining(seq)):
             return []
-        matcher.accept_tokens(forced)  # each one checked by `forced_tokens`
-        closing = matcher.grammar.closing
-        if closing is not None and closing.distance(matcher.state) > self._budget(seq) - len(forced) - 1:
-            matcher.rollback(len(forced))
-            return []
-        for token in forced:
-            self._guard_degeneration(seq, token)
         seq.generated += len(forced)
         seq.handle.completion_tokens += len(forced)
         return forced
 
     def _close_thinking(self, seq: _Sequence) -> list[int]:
         """The reasoning budget is spent: append the closing tag (when the grammar takes it here)."""
-        request, matcher = seq.handle.request, seq.matcher
+        request, constraint = seq.handle.request, seq.constraint
         tag = self.tokenizer.encode(request.reasoning.close_tag, add_special_tokens=False)
         if seq.generated + len(tag) >= request.max_tokens:
             return []  # no room: the budget closing will end the output
-        if matcher is not None and not matcher.accept_tokens(tag):
+        if constraint is not None and not constraint.accept_tokens(tag):
             return []  # the model is writing the tag already
         seq.generated += len(tag)
         seq.handle.completion_tokens += len(tag)

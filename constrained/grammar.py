@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from constrained.bitmask import pack_token_ids
+from constrained.bitmask import pack_token_ids, write_row
 from constrained.closing import ClosingPlan
 from constrained.disk_cache import DiskCache
 from constrained.token_index import LazyTokenIndex, TokenVocabulary
@@ -174,41 +174,17 @@ class Matcher:
     def fill_bitmask(self, bitmask: torch.Tensor, row: int) -> None:
         """Write this sequence's allowed tokens into `bitmask[row]` (only EOS once terminated)."""
         mask = self.grammar.eos_mask if self._terminated else self.grammar.state_mask(self.state)
-        _write_row(bitmask, row, mask)
+        write_row(bitmask, row, mask)
 
     def forced_bytes(self) -> bytes:
         """The bytes the output must continue with from here (empty when there is a choice or it may end)."""
         return b"" if self._terminated else self.grammar.forced_bytes(self.state)
-
-    def fits_budget(self, token_id: int, budget: int) -> bool:
-        """Whether, after `token_id`, the output can still be completed within `budget - 1` more tokens."""
-        closing = self.grammar.closing
-        if closing is None or token_id in self.grammar.info.eos_token_ids:
-            return True
-        nxt = self.grammar.next_state(self.state, token_id)
-        return nxt is not None and closing.distance(nxt) <= budget - 1
-
-    def fill_closing_bitmask(self, bitmask: torch.Tensor, row: int, budget: int) -> None:
-        """Allow only the tokens that close the output within `budget` tokens (this one included)."""
-        grammar = self.grammar
-        allowed = grammar.closing.closing_tokens(self.state, budget)
-        if grammar.is_final(self.state):
-            allowed = np.concatenate([allowed, grammar.eos_ids])
-        _write_row(bitmask, row, pack_token_ids(allowed, grammar.info.vocab_size))
 
     def is_terminated(self) -> bool:
         return self._terminated
 
     def can_terminate(self) -> bool:
         return self.grammar.is_final(self.state)
-
-
-def _write_row(bitmask: torch.Tensor, row: int, mask: np.ndarray) -> None:
-    """Copy a packed mask (possibly a shared read-only array) into one bitmask row."""
-    if bitmask.device.type == "cpu":
-        bitmask[row].numpy()[:] = mask
-    else:
-        bitmask[row].copy_(torch.from_numpy(mask.copy()))
 
 
 def _schema_key(schema: Any) -> str:

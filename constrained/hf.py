@@ -21,7 +21,9 @@ Contract:
   `r // num_beams` when one grammar per batch item is given.
 - With `max_new_tokens=N`, the processor steers each row to the shortest completion once its remaining
   budget comes within `CLOSING_MARGIN` tokens of it, so outputs are complete (best effort: one token may
-  open more than the margin allows). Without it, a row cut by the length limit is a valid prefix.
+  open more than the margin allows). Without it, a row cut by the length limit is a valid prefix. The
+  per-row work (mask, EOS only once ended or dead, this pre-masking) is
+  `constrained.row_constraint.RowConstraint` with `closing_margin=CLOSING_MARGIN`.
 - One processor serves one `generate` call; it resets itself when it sees sequences no longer than the
   previous call's (a new generation), or call `reset()`. A row that takes a token outside the grammar (a
   beam whose score is already -inf, or another processor overriding the mask) is logged and then allowed
@@ -34,15 +36,15 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from transformers import LogitsProcessor, PreTrainedTokenizerBase
 
 from constrained.api import Compiler, schema_of
-from constrained.bitmask import allocate_bitmask, apply_bitmask_, pack_token_ids
+from constrained.bitmask import allocate_bitmask, apply_bitmask_
 from constrained.constraints import Constraint, JsonSchema, Regex
 from constrained.fast_forward import forced_tokens
 from constrained.grammar import Grammar, Matcher
+from constrained.row_constraint import RowConstraint
 
 log = logging.getLogger(__name__)
 __all__ = [
@@ -52,7 +54,7 @@ __all__ = [
     "RegexLogitsProcessor",
 ]
 
-CLOSING_MARGIN = 8
+CLOSING_MARGIN = 8  # pre-mask to the closing tokens once the shortest completion + this reaches the budget
 
 
 class GrammarLogitsProcessor(LogitsProcessor):
@@ -70,11 +72,15 @@ class GrammarLogitsProcessor(LogitsProcessor):
 
     def reset(self) -> None:
         """Forget the sequences seen so far (the next call starts a new generation)."""
-        self.matchers: list[Matcher] = []
+        self.rows: list[RowConstraint] = []  # one per row: its matcher, closing and dead (failed) state
         self.prompt_length: int | None = None
         self._previous: torch.Tensor | None = None
         self._group = 1  # rows per grammar (num_beams when one grammar per batch item)
         self.dead_rows: set[int] = set()  # rows that took a token outside the grammar (-inf beams)
+
+    @property
+    def matchers(self) -> list[Matcher]:
+        return [constraint.matcher for constraint in self.rows]
 
     # ------------------------------------------------------------------ LogitsProcessor
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
@@ -86,12 +92,12 @@ class GrammarLogitsProcessor(LogitsProcessor):
         else:
             self._advance(input_ids)
         self._previous = input_ids.detach().to("cpu", copy=True)
-        bitmask = allocate_bitmask(len(self.matchers), max(g.info.vocab_size for g in self.grammars))
-        for row, matcher in enumerate(self.matchers):
-            if row in self.dead_rows:
-                bitmask[row].copy_(torch.from_numpy(self._eos_mask(matcher.grammar, bitmask.shape[1] * 32)))
-            else:
-                self._fill_row(matcher, bitmask, row, input_ids.shape[1])
+        bitmask = allocate_bitmask(len(self.rows), max(g.info.vocab_size for g in self.grammars))
+        remaining = None
+        if self.max_new_tokens is not None:
+            remaining = self.max_new_tokens - (input_ids.shape[1] - self.prompt_length)
+        for row, constraint in enumerate(self.rows):  # EOS only for dead rows; closing near the budget
+            constraint.fill(bitmask, row, remaining)
         apply_bitmask_(scores, bitmask.to(scores.device, non_blocking=True))
         return scores
 
@@ -109,7 +115,12 @@ class GrammarLogitsProcessor(LogitsProcessor):
                 )
             self._group = rows // len(self.grammars)
         self.prompt_length = input_ids.shape[1]
-        self.matchers = [self._grammar_of(row).matcher() for row in range(rows)]
+        self.rows = [self._new_row(row) for row in range(rows)]
+        self.dead_rows = set()
+
+    def _new_row(self, row: int) -> RowConstraint:
+        # Pre-masking near the budget (the closing margin); without max_new_tokens no budget is passed.
+        return RowConstraint(self._grammar_of(row), closing_margin=CLOSING_MARGIN)
 
     def _advance(self, input_ids: torch.Tensor) -> None:
         previous = self._previous
@@ -120,27 +131,28 @@ class GrammarLogitsProcessor(LogitsProcessor):
         else:
             parents = self._find_parents(ids[:, :old_length], previous)
         new_tokens = ids[:, old_length:].tolist()
-        matchers, dead, taken = [], set(), set()
+        constraints, dead, taken = [], set(), set()
         for row, (parent, tokens) in enumerate(zip(parents, new_tokens, strict=True)):
-            if parent in self.dead_rows:
+            if self.rows[parent].failed:
                 dead.add(row)
-                matchers.append(self.matchers[parent])
+                constraints.append(self.rows[parent])
                 continue
             if parent in taken:  # a second beam continuing the same sequence: its own matcher
-                matcher = self._replay(row, ids[row, self.prompt_length : old_length].tolist())
+                constraint = self._replay(row, ids[row, self.prompt_length : old_length].tolist())
             else:
-                matcher = self.matchers[parent]
+                constraint = self.rows[parent]
                 taken.add(parent)
-            if not matcher.is_terminated():
+            if not constraint.is_terminated():
                 for token in tokens:
-                    if not matcher.accept_token(token):
+                    if not constraint.accept(token):
+                        constraint.fail()
                         dead.add(row)
                         _warn_rejected(row, token)
                         break
-                    if matcher.is_terminated():
+                    if constraint.is_terminated():
                         break  # what follows an end-of-sequence token is padding
-            matchers.append(matcher)
-        self.matchers, self.dead_rows = matchers, dead
+            constraints.append(constraint)
+        self.rows, self.dead_rows = constraints, dead
 
     def _find_parents(self, current: torch.Tensor, previous: torch.Tensor) -> list[int]:
         """For each row, a row of the previous step whose sequence it continues (beam search re-orders)."""
@@ -160,53 +172,25 @@ class GrammarLogitsProcessor(LogitsProcessor):
             parents.append(int(hits[0]))
         return parents
 
-    def _replay(self, row: int, tokens: list[int]) -> Matcher:
-        """A fresh matcher for `row` that has accepted `tokens` (the generated part, padding excluded)."""
-        matcher = self._grammar_of(row).matcher()
+    def _replay(self, row: int, tokens: list[int]) -> RowConstraint:
+        """A fresh row for `row` that has accepted `tokens` (the generated part, padding excluded)."""
+        constraint = self._new_row(row)
         for token in tokens:
-            if matcher.is_terminated() or not matcher.accept_token(token):
+            if constraint.is_terminated() or not constraint.accept(token):
                 break
-        return matcher
+        return constraint
 
-    # ------------------------------------------------------------------ masks
-    def _fill_row(self, matcher: Matcher, bitmask: torch.Tensor, row: int, length: int) -> None:
-        grammar = matcher.grammar
-        if self.max_new_tokens is not None and not matcher.is_terminated() and grammar.closing is not None:
-            budget = self.max_new_tokens - (length - self.prompt_length)
-            if budget >= 1 and grammar.closing.distance(matcher.state) + CLOSING_MARGIN >= budget:
-                allowed = grammar.closing.closing_tokens(matcher.state, budget)
-                if matcher.can_terminate():
-                    allowed = np.concatenate([allowed, sorted(grammar.info.eos_token_ids)])
-                if allowed.size:
-                    bitmask[row].copy_(torch.from_numpy(pack_token_ids(allowed, bitmask.shape[1] * 32)))
-                    return
-        if (grammar.info.vocab_size + 31) // 32 == bitmask.shape[1]:
-            matcher.fill_bitmask(bitmask, row)
-        else:
-            _fill_wide(matcher, bitmask, row)
-
-    @staticmethod
-    def _eos_mask(grammar: Grammar, width: int) -> np.ndarray:
-        return pack_token_ids(sorted(grammar.info.eos_token_ids), width)
-
+    # ------------------------------------------------------------------ per row
     def forced_tokens(self, row: int, tokenizer: PreTrainedTokenizerBase, limit: int = 32) -> list[int]:
         """Tokens the constraint forces next for `row` (`constrained.fast_forward`): a caller may append them
         to the row's input instead of sampling them one forward pass at a time."""
-        return forced_tokens(self.matchers[row], tokenizer, limit)
+        # From the matcher, not `RowConstraint.forced_tokens`: a dead row still reports its grammar's tokens.
+        return forced_tokens(self.rows[row].matcher, tokenizer, limit)
 
     def outputs_complete(self) -> list[bool]:
         """Per row: whether the text generated so far is a complete instance (EOS accepted or acceptable)."""
-        return [m.is_terminated() or m.can_terminate() for m in self.matchers]
-
-
-def _fill_wide(matcher: Matcher, bitmask: torch.Tensor, row: int) -> None:
-    """Copy a grammar mask into a row of a different width (logits wider or narrower than the tokenizer)."""
-    words = (matcher.grammar.info.vocab_size + 31) // 32
-    scratch = allocate_bitmask(1, matcher.grammar.info.vocab_size)
-    matcher.fill_bitmask(scratch, 0)
-    bitmask[row].zero_()
-    n = min(words, bitmask.shape[1])
-    bitmask[row, :n].copy_(scratch[0, :n])
+        # From the matcher, not `RowConstraint.is_terminated`: a dead row reports its grammar state.
+        return [c.matcher.is_terminated() or c.can_terminate() for c in self.rows]
 
 
 def _warn_rejected(row: int, token: int) -> None:

@@ -29,11 +29,13 @@ Contract:
 - `spec_from_extra_args` reads a request's `ConstraintSpec`; `ConstraintSpec.constraint()` is its
   `constrained.constraints` value, through which it is checked (`check`, at admission) and compiled
   (`compile`), exactly as the server's constraints are.
-- `ConstraintBatch` (vLLM-independent, tested without vLLM) keeps one `Matcher` per key (a request id, or a
-  persistent-batch row in the processor), advances it from the request's output-token list (`sync`: new
-  tokens accepted, a shorter list rolls back, so preemption and re-scheduling are harmless), and fills the
-  batch bitmask (`fill_bitmask`) or masks logits in place (`apply`). A token the grammar refuses (a vLLM path
-  that bypasses the processor) marks the request `failed`: only end-of-sequence stays allowed.
+- `ConstraintBatch` (vLLM-independent, tested without vLLM) keeps one
+  `constrained.row_constraint.RowConstraint` per key (a request id, or a persistent-batch row in the
+  processor; no closing margin: vLLM cuts at its own `max_tokens`), advances it from the request's
+  output-token list (`sync`: new tokens accepted, a shorter list rolls back, so preemption and re-scheduling
+  are harmless), and fills the batch bitmask (`fill_bitmask`) or masks logits in place (`apply`). A token
+  the grammar refuses (a vLLM path that bypasses the processor) marks the request `failed`: only
+  end-of-sequence stays allowed.
 - `ConstrainedLogitsProcessor` (vLLM v1 `LogitsProcessor`, V1 model runner) maps BatchUpdate (removed, added,
   moved; in that order) onto a `ConstraintBatch` keyed by batch row and masks the rows of constrained
   requests; `validate_params` runs the constraint's `check()` at admission, so an invalid schema or an
@@ -43,7 +45,7 @@ Contract:
   by default when Triton is available: per-slot state from `add_request`, committed tokens read from
   `req_states` (one small device-to-host copy per step of the constrained slots' new tokens).
 - `ConstrainedStructuredOutputGrammar` implements vLLM's `StructuredOutputGrammar` (accept_tokens,
-  validate_tokens, rollback, fill_bitmask, is_terminated, reset) over a `Matcher`, for a vLLM build that
+  validate_tokens, rollback, fill_bitmask, is_terminated, reset) over a `RowConstraint`, for a vLLM build that
   registers a backend (none of the public ones does today).
 Each vLLM worker process (one per tensor-parallel rank, per replica) builds its own compiler; grammars are
 cached per process, so every rank computes identical masks.
@@ -60,7 +62,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from constrained.bitmask import allocate_bitmask, apply_bitmask_, pack_token_ids
+from constrained.bitmask import allocate_bitmask, apply_bitmask_
 from constrained.constraints import (
     TOOL_CHOICES,
     Constraint,
@@ -71,8 +73,8 @@ from constrained.constraints import (
     Tools,
     ToolSpec,
 )
-from constrained.fast_forward import forced_tokens
 from constrained.grammar import GRAMMAR_SYNTAXES, Grammar, GrammarCompiler, Matcher
+from constrained.row_constraint import RowConstraint
 
 logger = logging.getLogger(__name__)
 
@@ -205,14 +207,25 @@ def xargs_for(
 
 
 # ------------------------------------------------------------------------------------------ the batch
-@dataclass
 class RequestConstraint:
-    """One request's matcher and how many of its output tokens it has consumed."""
+    """One request's `RowConstraint` and how far into vLLM's list of its output tokens it has read."""
 
-    matcher: Matcher
-    output_token_ids: Sequence[int] | None = None  # vLLM's live list of the request's output tokens
-    consumed: int = 0
-    failed: bool = False
+    def __init__(self, constraint: RowConstraint, output_token_ids: Sequence[int] | None = None) -> None:
+        self.constraint = constraint
+        self.output_token_ids = output_token_ids  # vLLM's live list of the request's output tokens
+
+    @property
+    def matcher(self) -> Matcher:
+        return self.constraint.matcher
+
+    @property
+    def consumed(self) -> int:
+        """Output tokens accepted so far."""
+        return self.constraint.accepted
+
+    @property
+    def failed(self) -> bool:
+        return self.constraint.failed
 
     def sync(self, output_token_ids: Sequence[int] | None = None) -> None:
         """Catch up with the output tokens: accept new ones; roll back if the list got shorter."""
@@ -221,33 +234,25 @@ class RequestConstraint:
             return
         total = len(tokens)
         if total < self.consumed:
-            self.matcher.rollback(self.consumed - total)
-            self.consumed = total
+            self.constraint.rollback(self.consumed - total)
         for token in tokens[self.consumed : total]:
-            if not self.matcher.accept_token(int(token)):
+            if not self.constraint.accept(int(token)):
                 logger.warning("token %s refused by the grammar; only end-of-sequence is allowed now", token)
-                self.failed = True
+                self.constraint.fail()
                 return
-            self.consumed += 1
 
     def rollback(self, num_tokens: int) -> None:
-        self.matcher.rollback(num_tokens)
-        self.consumed -= num_tokens
+        self.constraint.rollback(num_tokens)
 
     def fill_bitmask(self, bitmask: torch.Tensor, row: int) -> None:
-        if self.failed:
-            grammar = self.matcher.grammar
-            eos = pack_token_ids(sorted(grammar.info.eos_token_ids), grammar.info.vocab_size)
-            bitmask[row].copy_(torch.from_numpy(eos.copy()))
-        else:
-            self.matcher.fill_bitmask(bitmask, row)
+        self.constraint.fill(bitmask, row)  # only EOS once ended or failed
 
     def forced_tokens(self, tokenizer: Any, limit: int = 32) -> list[int]:
         """The tokens the constraint forces next (none once the request failed)."""
-        return [] if self.failed else forced_tokens(self.matcher, tokenizer, limit)
+        return self.constraint.forced_tokens(tokenizer, limit)
 
     def is_terminated(self) -> bool:
-        return self.failed or self.matcher.is_terminated()
+        return self.constraint.is_terminated()
 
 
 @dataclass
@@ -261,7 +266,7 @@ class ConstraintBatch:
         self, key: Hashable, grammar: Grammar, output_token_ids: Sequence[int] | None = None
     ) -> RequestConstraint:
         """Start (or restart) `key` with a fresh matcher; tokens already in the list are accepted."""
-        request = RequestConstraint(grammar.matcher(), output_token_ids)
+        request = RequestConstraint(RowConstraint(grammar), output_token_ids)
         self.requests[key] = request
         request.sync()
         return request
@@ -298,11 +303,7 @@ class ConstraintBatch:
             request.sync()
 
     def accept_token(self, key: Hashable, token_id: int) -> bool:
-        request = self.requests[key]
-        if not request.matcher.accept_token(token_id):
-            return False
-        request.consumed += 1
-        return True
+        return self.requests[key].constraint.accept(token_id)
 
     def rollback(self, key: Hashable, num_tokens: int) -> None:
         self.requests[key].rollback(num_tokens)
@@ -311,7 +312,7 @@ class ConstraintBatch:
         return self.requests[key].is_terminated()
 
     def can_terminate(self, key: Hashable) -> bool:
-        return self.requests[key].matcher.can_terminate()
+        return self.requests[key].constraint.can_terminate()
 
     def fill_bitmask(self, bitmask: torch.Tensor, keys: Iterable[Hashable | None]) -> list[int]:
         """Fill row i for the i-th key (rows of unknown keys / None are set all-allowed); returns the
@@ -496,11 +497,15 @@ class ConstrainedStructuredOutputGrammar(_SOGrammar):
 
     def __init__(self, grammar: Grammar) -> None:
         self.grammar = grammar
-        self.matcher = grammar.matcher()
+        self.constraint = RowConstraint(grammar)
         self.num_processed_tokens = 0
 
+    @property
+    def matcher(self) -> Matcher:
+        return self.constraint.matcher
+
     def accept_tokens(self, request_id: str, tokens: list[int]) -> bool:
-        if not self.matcher.accept_tokens(tokens):
+        if not self.constraint.accept_tokens(tokens):
             logger.warning("request %s: tokens %s refused by the grammar", request_id, tokens)
             return False
         self.num_processed_tokens += len(tokens)
@@ -509,26 +514,26 @@ class ConstrainedStructuredOutputGrammar(_SOGrammar):
     def validate_tokens(self, tokens: list[int]) -> list[int]:
         accepted: list[int] = []
         for token in tokens:
-            if not self.matcher.accept_token(token):
+            if not self.constraint.accept(token):
                 break
             accepted.append(token)
-        self.matcher.rollback(len(accepted))
+        self.constraint.rollback(len(accepted))
         return accepted
 
     def rollback(self, num_tokens: int) -> None:
-        self.matcher.rollback(num_tokens)
+        self.constraint.rollback(num_tokens)
         self.num_processed_tokens -= num_tokens
 
     def fill_bitmask(self, bitmask: torch.Tensor, idx: int) -> None:
-        self.matcher.fill_bitmask(bitmask, idx)
+        self.constraint.fill(bitmask, idx)
 
     def forced_tokens(self, tokenizer: Any, limit: int = 32) -> list[int]:
         """The tokens the constraint forces next (XGrammar's jump-forward, as canonical token ids)."""
-        return forced_tokens(self.matcher, tokenizer, limit)
+        return self.constraint.forced_tokens(tokenizer, limit)
 
     def is_terminated(self) -> bool:
-        return self.matcher.is_terminated()
+        return self.constraint.is_terminated()
 
     def reset(self) -> None:
-        self.matcher = self.grammar.matcher()
+        self.constraint = RowConstraint(self.grammar)
         self.num_processed_tokens = 0
