@@ -30,8 +30,10 @@ import json
 import math
 import re
 import sys
+import threading
 import time
 from collections.abc import Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from functools import lru_cache
@@ -64,10 +66,11 @@ MAX_ALTERNATIVES = 1024  # flattened alternatives of one node (cross products of
 INLINE_LIMIT = 256  # a compiled sub-schema longer than this becomes a rule (called by id, never copied)
 SHARED_SUFFIX_LIMIT = 48  # an object layout's suffix used twice becomes a rule above this length
 MAX_MIN_ITEMS = 4096  # an output needing more items than this cannot fit any token budget
-# Sub-schemas compiled one inside another (`properties` in `properties` ...): a limit named in the error,
-# reached well before Python's recursion limit (about 5 stack frames a level); MaskBench's 8,176 schemas need
-# at most 11.
-MAX_SCHEMA_DEPTH = 128
+# Sub-schemas compiled one inside another (`properties` in `properties` ...): a limit named in the error;
+# the compile raises Python's recursion limit (never lowers it) to fit `FRAMES_PER_LEVEL` frames a level.
+# MaskBench's 8,176 schemas need at most 11.
+MAX_SCHEMA_DEPTH = 256
+FRAMES_PER_LEVEL = 8
 
 _ANNOTATIONS = {
     "title",
@@ -1465,6 +1468,31 @@ def compile_json_schema(
     schema: dict | bool, options: JsonSchemaOptions = JsonSchemaOptions()
 ) -> CompiledSchema:
     """Compile ``schema`` into a regex of its instances' JSON texts (see the module docstring)."""
+    with _recursion_limit(200 + FRAMES_PER_LEVEL * options.max_depth):
+        return _compile(schema, options)
+
+
+_LIMIT_LOCK = threading.Lock()
+_LIMIT_USERS: list[int] = []  # the original limit while compiles run (one entry per running compile)
+
+
+@contextmanager
+def _recursion_limit(needed: int):
+    """Python's recursion limit at least `needed` while any compile runs, the original one after the last."""
+    with _LIMIT_LOCK:
+        _LIMIT_USERS.append(sys.getrecursionlimit() if not _LIMIT_USERS else _LIMIT_USERS[0])
+        if sys.getrecursionlimit() < needed:
+            sys.setrecursionlimit(needed)
+    try:
+        yield
+    finally:
+        with _LIMIT_LOCK:
+            original = _LIMIT_USERS.pop()
+            if not _LIMIT_USERS:
+                sys.setrecursionlimit(original)
+
+
+def _compile(schema: dict | bool, options: JsonSchemaOptions) -> CompiledSchema:
     compiler = _Compiler(schema, options)
     try:
         root = compiler.compile_nodes([Node(schema, "", ROOT_URI)])

@@ -170,7 +170,8 @@ def test_stack_overflow_names_the_recursion_limit_and_pointer() -> None:
     with pytest.raises(SchemaError) as caught:
         compile_json_schema(schema)
     message = caught.value.message
-    assert f"recursion limit of {sys.getrecursionlimit()}" in message and "max_depth=" in message, message
+    assert "recursion limit of " in message and "max_depth=" in message, message
+    assert sys.getrecursionlimit() < 2_000  # the compile raised it while it ran, not for good
     assert caught.value.pointer == "/properties/a"
 
 
