@@ -470,6 +470,7 @@ class _Compiler:
         out: list[Flat] = []
         for i, branch in enumerate(groups):
             for fa in branch:
+                self.check_deadline(ptr)
                 alts = [fa]
                 for j, other in enumerate(groups):
                     # a subset's disjointness proves nothing about the schema it stands for
@@ -598,15 +599,18 @@ class _Compiler:
         return value
 
     def _merge_all(self, left: list[Flat], right: list[Flat], ptr: str, kw: str) -> list[Flat]:
+        """Every satisfiable conjunction of one Flat of `left` and one of `right` (a cross product, bounded by
+        MAX_ALTERNATIVES and the deadline as it grows)."""
         out = []
         for a in left:
+            self.check_deadline(ptr)
             for b in right:
                 try:
                     out.append(self.merge(a, b, ptr, kw))
                 except Unsatisfiable:
                     continue
-        if len(out) > MAX_ALTERNATIVES:
-            raise SchemaError("too many alternatives", kw, ptr)
+                if len(out) > MAX_ALTERNATIVES:
+                    raise SchemaError("too many alternatives", kw, ptr)
         return out
 
     def _disjoint(self, a: Flat, b: Flat) -> bool:
