@@ -94,10 +94,7 @@ def complement(
             drop("multipleOf")
     if "string" in types:
         string = frozenset({"string"})
-        if f.min_len > 0:
-            add(types=string, max_len=f.min_len - 1)
-        if f.max_len is not None:
-            add(types=string, min_len=f.max_len + 1)
+        _count_violations(add, string, (f.min_len, f.max_len), ("min_len", "max_len"))
         for pattern in f.patterns:  # a string the pattern does not match (complemented in the automaton)
             add(types=string, not_patterns=[pattern])
         for pattern in f.not_patterns:  # a string one of them matches
@@ -107,11 +104,7 @@ def complement(
     if "object" in types:
         _object_violations(f, node, add, drop, value_not)
     if "array" in types:
-        array = frozenset({"array"})
-        if f.min_items > 0:
-            add(types=array, max_items=f.min_items - 1)
-        if f.max_items is not None:
-            add(types=array, min_items=f.max_items + 1)
+        _count_violations(add, frozenset({"array"}), (f.min_items, f.max_items), ("min_items", "max_items"))
         for keyword, present in (
             ("items", f.items is not None or bool(f.prefix)),
             ("uniqueItems", f.unique is not None),
@@ -120,6 +113,17 @@ def complement(
             if present:
                 drop(keyword)
     return out
+
+
+def _count_violations(
+    add, types: frozenset[str], bounds: tuple[int, int | None], keys: tuple[str, str]
+) -> None:
+    """Fewer than the minimum or more than the maximum of a length or item count (`keys`: its Flat fields)."""
+    (low, high), (low_key, high_key) = bounds, keys
+    if low > 0:
+        add(types=types, **{high_key: low - 1})
+    if high is not None:
+        add(types=types, **{low_key: high + 1})
 
 
 def _enum_violations(values: list[Any], types: frozenset[str], node: Node, add, drop) -> None:
