@@ -365,36 +365,35 @@ class TermStore:
         return res
 
     def _nonempty(self, t: int) -> bool:
-        """Whether some byte string matches `t` (an intersection), by a depth-first walk of its derivatives
-        that shares what it learns: every term on a path to a match is productive, and when the walk is
-        exhausted every term it visited is not (it saw all they reach). Cached in `_productive`."""
+        """Whether some byte string matches `t` (an intersection or complement), by a breadth-first walk of
+        its derivatives (a short completion is found without going deep) that shares what it learns: the
+        terms on the path to a match are productive, and when the walk is exhausted every term it visited is
+        not (it saw all they reach). Cached in `_productive`."""
         known = self._productive
         if t in known:
             return known[t]
-        visited = {t}
-        stack = [(t, iter(self._successors(t)))]
-        found = self.nullable(t)
-        while stack and not found:
-            _, successors = stack[-1]
-            for k in successors:
-                if k in visited or known.get(k) is False:
+        parent: dict[int, int | None] = {t: None}
+        queue = deque([t])
+        goal = t if self.nullable(t) else None
+        while queue and goal is None:
+            node = queue.popleft()
+            for k in self._successors(node):
+                if k in parent or known.get(k) is False:
                     continue
+                parent[k] = node
                 if known.get(k) or self.nullable(k):
-                    found = True
+                    goal = k
                     break
-                visited.add(k)
-                if len(visited) > SEARCH_LIMIT:
+                if len(parent) > SEARCH_LIMIT:
                     raise RegexUnsupported(f"intersection too large to search ({SEARCH_LIMIT} states)")
-                stack.append((k, iter(self._successors(k))))
-                break
-            else:
-                stack.pop()
-        if found:
-            known.update((node, True) for node, _ in stack)
-            known[t] = True
-        else:
-            known.update(dict.fromkeys(visited, False))
-        return found
+                queue.append(k)
+        if goal is None:
+            known.update(dict.fromkeys(parent, False))
+            return False
+        while goal is not None:
+            known[goal] = True
+            goal = parent[goal]
+        return True
 
     def within(self, t: int, horizon: int) -> int:
         """A term that accepts the same prefixes of at most `horizon` bytes as `t` does (both can still
