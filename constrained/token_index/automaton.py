@@ -43,6 +43,7 @@ EMPTY, EPS, RET = 0, 1, 2  # term ids: the empty language, the empty string, the
 K_EMPTY, K_EPS, K_BYTES, K_CAT, K_ALT, K_REP, K_LAZY, K_REF, K_RET, K_AND, K_NOT = range(11)
 UNBOUNDED = 1 << 62  # a repeat without an upper bound
 SEARCH_LIMIT = 50_000  # derivative states explored to find an intersection's shortest string
+BREADTH_FIRST = 2_000  # derivative states an emptiness check explores breadth-first before going deep
 UNIVERSAL_LIMIT = 4096  # character-boundary states explored to show a head takes any content prefix
 ALL_BYTES = (1 << 256) - 1
 DEAD = -1
@@ -365,17 +366,25 @@ class TermStore:
         return res
 
     def _nonempty(self, t: int) -> bool:
-        """Whether some byte string matches `t` (an intersection or complement), by a breadth-first walk of
-        its derivatives (a short completion is found without going deep) that shares what it learns: the
-        terms on the path to a match are productive, and when the walk is exhausted every term it visited is
-        not (it saw all they reach). Cached in `_productive`."""
+        """Whether some byte string matches `t` (an intersection or complement). A breadth-first walk of its
+        derivatives first (a short completion is found without going deep), then, past `BREADTH_FIRST`
+        terms, a depth-first one (a long one, `minLength: 3000`, is found without going wide). Both share
+        what they learn in `_productive`: the terms on the path to a match are productive, and when a walk
+        is exhausted every term it visited is not (it saw all they reach)."""
         known = self._productive
-        if t in known:
-            return known[t]
+        if t not in known:
+            found = self._breadth_first(t)
+            known[t] = self._depth_first(t) if found is None else found
+        return known[t]
+
+    def _breadth_first(self, t: int) -> bool | None:
+        known = self._productive
         parent: dict[int, int | None] = {t: None}
         queue = deque([t])
         goal = t if self.nullable(t) else None
         while queue and goal is None:
+            if len(parent) > BREADTH_FIRST:
+                return None
             node = queue.popleft()
             for k in self._successors(node):
                 if k in parent or known.get(k) is False:
@@ -384,8 +393,6 @@ class TermStore:
                 if known.get(k) or self.nullable(k):
                     goal = k
                     break
-                if len(parent) > SEARCH_LIMIT:
-                    raise RegexUnsupported(f"intersection too large to search ({SEARCH_LIMIT} states)")
                 queue.append(k)
         if goal is None:
             known.update(dict.fromkeys(parent, False))
@@ -394,6 +401,31 @@ class TermStore:
             known[goal] = True
             goal = parent[goal]
         return True
+
+    def _depth_first(self, t: int) -> bool:
+        known = self._productive
+        visited = {t}
+        stack = [(t, iter(self._successors(t)))]
+        found = False
+        while stack and not found:
+            for k in stack[-1][1]:
+                if k in visited or known.get(k) is False:
+                    continue
+                if known.get(k) or self.nullable(k):
+                    found = True
+                    break
+                visited.add(k)
+                if len(visited) > SEARCH_LIMIT:
+                    raise RegexUnsupported(f"intersection too large to search ({SEARCH_LIMIT} states)")
+                stack.append((k, iter(self._successors(k))))
+                break
+            else:
+                stack.pop()
+        if found:
+            known.update((node, True) for node, _ in stack)
+        else:
+            known.update(dict.fromkeys(visited, False))
+        return found
 
     def within(self, t: int, horizon: int) -> int:
         """A term that accepts the same prefixes of at most `horizon` bytes as `t` does (both can still
