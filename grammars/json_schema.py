@@ -65,6 +65,7 @@ COMPILE_SECONDS = 2.0
 MAX_ALTERNATIVES = 1024  # flattened alternatives of one node (cross products of anyOf under allOf)
 INLINE_LIMIT = 256  # a compiled sub-schema longer than this becomes a rule (called by id, never copied)
 SHARED_SUFFIX_LIMIT = 48  # an object layout's suffix used twice becomes a rule above this length
+MAX_PATTERN_PROPERTIES = 4  # a key may match any subset of them: 2**4 key classes
 MAX_MIN_ITEMS = 4096  # an output needing more items than this cannot fit any token budget
 # Sub-schemas compiled one inside another (`properties` in `properties` ...): a limit named in the error;
 # the compile raises Python's recursion limit (never lowers it) to fit `FRAMES_PER_LEVEL` frames a level.
@@ -848,8 +849,10 @@ class _Compiler:
 
     def _prop_nodes(self, f: Flat, name: str) -> list[Node] | None:
         """Nodes constraining the value of property ``name`` in ``f``; None when it may not appear."""
-        if name in f.props:
+        if name in f.props:  # and the schemas of the patterns it matches
             nodes = list(f.props[name])
+            key = json.dumps(name)[1:-1]
+            nodes += [n for p, pptr, n in f.pattern_props if re.fullmatch(pattern_regex(p, pptr), key)]
         else:
             nodes = []
             matched = False
@@ -1330,21 +1333,11 @@ class _Compiler:
         """Regex of one additional ``"key":value`` member, or None when none is allowed."""
         ws = self.ws
         if f.pattern_props:
-            if len(f.pattern_props) > 1:
-                raise SchemaError("several patternProperties", "patternProperties", f.pattern_props[1][1])
-            pattern, pptr, pnode = f.pattern_props[0]
-            key_rx = pattern_regex(pattern, pptr)
-            if any(re.fullmatch(key_rx, json.dumps(d)[1:-1]) for d in declared):
-                raise SchemaError("patternProperties matching a declared property", "patternProperties", pptr)
             if f.prop_names:
                 raise SchemaError(
                     "propertyNames with patternProperties", "propertyNames", f.prop_names[0].pointer
                 )
-            try:
-                value = self.compile_nodes([pnode])
-            except Unsatisfiable:
-                return None
-            return f'"{key_rx}":{ws}{concat_atom(value)}'
+            return self._pattern_members(f.pattern_props, declared)
         if f.additional is not None and any(n.schema is False for n in f.additional):
             return None
         if f.prop_names:
@@ -1358,6 +1351,31 @@ class _Compiler:
         except Unsatisfiable:
             return None
         return f'"{key_rx}":{ws}{concat_atom(value)}'
+
+    def _pattern_members(self, pattern_props: list[tuple[str, str, Node]], declared: set[str]) -> str | None:
+        """Additional members whose keys match patterns: per set of patterns a key matches (and none of
+        the others: a complement operand), the value satisfies all their schemas. Keys matching no pattern
+        are not generated (a documented restriction)."""
+        if len(pattern_props) > MAX_PATTERN_PROPERTIES:
+            pptr = pattern_props[MAX_PATTERN_PROPERTIES][1]
+            raise SchemaError(
+                f"more than {MAX_PATTERN_PROPERTIES} patternProperties", "patternProperties", pptr
+            )
+        regexes = [self.add_rule(pattern_regex(pattern, pptr)) for pattern, pptr, _ in pattern_props]
+        others = [self.add_rule(self.excluding(sorted(declared)))] if declared else []
+        members = []
+        for chosen in range(1, 2 ** len(pattern_props)):
+            picked = [i for i in range(len(pattern_props)) if chosen >> i & 1]
+            try:
+                value = self.compile_nodes([pattern_props[i][2] for i in picked])
+            except Unsatisfiable:
+                continue
+            key = intersection(
+                [regexes[i] for i in picked] + others,
+                [rule for i, rule in enumerate(regexes) if not chosen >> i & 1],
+            )
+            members.append(f'"{key}":{self.ws}{concat_atom(value)}')
+        return alt(members) if members else None
 
     def _names(self, f: Flat, declared: set[str]) -> str | None:
         finite = self._finite(f.prop_names)

@@ -284,6 +284,16 @@ CASES: list[tuple[dict | bool, list, list]] = [
     ),
     ({"dependentSchemas": {"a": {"required": ["b"]}}}, [{"a": 1, "b": 2}, {"c": 1}, {}, 3], [{"a": 1}]),
     ({"not": {"not": {"type": "string", "minLength": 2}}}, ["ab", "abc"], ["a", 1, None]),
+    # several patternProperties (one matching a declared name): a key takes the schemas of those it matches
+    (
+        {
+            "type": "object",
+            "patternProperties": {"^a": {"type": "integer"}, "b$": {"minimum": 3}},
+            "properties": {"ab": {"maximum": 10}, "x": {"type": "string"}},
+        },
+        [{"ab": 5}, {"a1": 2}, {"zb": 4}, {"azb": 3}, {"x": "s"}],
+        [{"ab": 2}, {"ab": 11}, {"ab": 5.5}, {"zb": 1}, {"azb": 2}, {"azb": 3.5}],
+    ),
     # pattern complements: `(?&N&~M)`, taken in the token automaton
     ({"type": "string", "not": {"pattern": "^a"}}, ["", "b", "ba", "éa"], ["a", "ab", 1]),
     (
