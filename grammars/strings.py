@@ -69,6 +69,13 @@ class _PatternParser:
     def parse(self) -> str:
         alts = []
         while True:
+            whole = self._whole_group()
+            if whole is not None:  # `(^a|b$)|...`: the group's alternatives keep their own anchors
+                alts.append(whole)
+                if self.peek() == "|":
+                    self.i += 1
+                    continue
+                return alt(alts)
             anchored_start = self.peek() == "^"
             if anchored_start:
                 self.i += 1
@@ -89,6 +96,44 @@ class _PatternParser:
                 raise self.fail(f"unexpected {self.peek()!r}")
             return alt(alts)
 
+    def _whole_group(self) -> str | None:
+        """When the alternative starting here is one plain or capturing group, the search regex of its
+        contents parsed as a pattern of their own (their anchors then stand at the alternative's ends)."""
+        if self.peek() != "(" or self.p.startswith("(?", self.i) and not self.p.startswith("(?:", self.i):
+            return None
+        end = self._group_end(self.i)
+        if end is None or self.p[end : end + 1] not in ("", "|"):
+            return None
+        start = self.i + (3 if self.p.startswith("(?:", self.i) else 1)
+        inner = _PatternParser(self.p[start : end - 1], self.pointer).parse()
+        self.i = end
+        return inner
+
+    def _group_end(self, i: int) -> int | None:
+        """The index after the parenthesis closing the group opened at `i` (escapes and classes skipped)."""
+        depth, n = 0, len(self.p)
+        while i < n:
+            c = self.p[i]
+            if c == "\\":
+                i += 2
+                continue
+            if c == "[":
+                i += 1
+                if self.p[i : i + 1] == "^":
+                    i += 1
+                if self.p[i : i + 1] == "]":
+                    i += 1
+                while i < n and self.p[i] != "]":
+                    i += 2 if self.p[i] == "\\" else 1
+            elif c == "(":
+                depth += 1
+            elif c == ")":
+                depth -= 1
+                if depth == 0:
+                    return i + 1
+            i += 1
+        return None
+
     def alternation(self) -> _Piece:
         pieces = [self.concat(top=False)]
         while self.peek() == "|":
@@ -105,7 +150,7 @@ class _PatternParser:
         items: list[_Piece] = []
         while True:
             c = self.peek()
-            if c is None or c in "|)" or (top and c == "$" and self.i == len(self.p) - 1):
+            if c is None or c in "|)" or (top and c == "$" and self.p[self.i + 1 : self.i + 2] in ("", "|")):
                 break
             if c in "^$":
                 raise self.fail("anchor inside the pattern")
@@ -293,8 +338,11 @@ def anchored_pattern(pattern: str, pointer: str) -> tuple[str, int, int | None] 
     if not (pattern.startswith("^") and pattern.endswith("$") and not pattern.endswith("\\$")):
         return None
     parser = _PatternParser(pattern[1:-1], pointer)
-    piece = parser.alternation()
-    if parser.peek() is not None:
+    try:
+        piece = parser.concat(top=False)
+    except SchemaError:  # `^a$|^b$`: anchors inside; `pattern_regex` reads it per alternative
+        return None
+    if parser.peek() is not None:  # `^a|b$` is `(^a)|(b$)`, not `^(a|b)$`
         return None
     return piece.rx, piece.lo, piece.hi
 

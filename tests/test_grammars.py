@@ -294,6 +294,15 @@ CASES: list[tuple[dict | bool, list, list]] = [
         [{"ab": 5}, {"a1": 2}, {"zb": 4}, {"azb": 3}, {"x": "s"}],
         [{"ab": 2}, {"ab": 11}, {"ab": 5.5}, {"zb": 1}, {"azb": 2}, {"azb": 3.5}],
     ),
+    # anchors per top-level alternative, also inside a group that is a whole alternative
+    ({"type": "string", "pattern": "^a|b$"}, ["ab", "xb", "a", "b"], ["x", "ba"]),
+    (
+        {"type": "string", "pattern": "(^Hpt_|^Int_|_Armour_)"},
+        ["Hpt_x", "Int_", "z_Armour_z"],
+        ["xHpt_", "Armour"],
+    ),
+    ({"type": "string", "pattern": "^([0-9]{3})$|^(default)$"}, ["123", "default"], ["1234", "defaults", ""]),
+    ({"type": "string", "pattern": "$|^x"}, ["", "abc"], [1]),
     # pattern complements: `(?&N&~M)`, taken in the token automaton
     ({"type": "string", "not": {"pattern": "^a"}}, ["", "b", "ba", "éa"], ["a", "ab", 1]),
     (
