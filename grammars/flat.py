@@ -36,7 +36,6 @@ class Flat:
     min_props: int = 0
     max_props: int | None = None
     prop_names: list[Node] = field(default_factory=list)
-    dep_required: list[tuple[str, list[str], str]] = field(default_factory=list)
     prefix: list[list[Node]] = field(default_factory=list)
     items: list[Node] | None = None
     min_items: int = 0

@@ -447,15 +447,22 @@ class _Compiler:
             self._check_complement(result, before, ptr)
         if "if" in s and self.draft >= 7:
             result = self._if_then_else(result, node, refs)
-        for name, kw, dep in self._schema_dependencies(s):
-            here = Node(s, f"{ptr}/{kw}/{escape_token(name)}", base)
-            absent = Flat([here], props={name: [Node(False, here.pointer, base)]})
-            present = self._merge_all(
-                [Flat([here], props={name: []}, required=[name])],
-                self._flatten_opt(Node(dep, here.pointer, base), refs),
-                ptr,
-                kw,
-            )
+        for name, kw, dep in self._dependencies(s):
+            if isinstance(dep, list) and all(set(dep) <= set(f.required) for f in result):
+                continue  # its dependencies are required anyway
+            self.note(ptr, kw)
+            here = f"{ptr}/{kw}/{escape_token(name)}"
+            anchor = Node(True, here, base)  # a source that checks nothing: enum values keep their own checks
+            absent = Flat([anchor], props={name: [Node(False, here, base)]})
+            if isinstance(dep, list):
+                present = [Flat([anchor], props={name: []}, required=[name, *dep])]
+            else:
+                present = self._merge_all(
+                    [Flat([anchor], props={name: []}, required=[name])],
+                    self._flatten_opt(Node(dep, here, base), refs),
+                    ptr,
+                    kw,
+                )
             result = self._merge_all(result, [absent, *present], ptr, kw)
         return result
 
@@ -508,15 +515,23 @@ class _Compiler:
         self._check_complement(out, before, ptr)
         return out
 
-    def _schema_dependencies(self, s: dict) -> list[tuple[str, str, Any]]:
-        """(property, keyword, schema) of ``dependentSchemas`` and schema-form ``dependencies``."""
+    @staticmethod
+    def _dependencies(s: dict) -> list[tuple[str, str, Any]]:
+        """(property, keyword, what it needs) of ``dependentRequired`` / ``dependentSchemas`` /
+        ``dependencies``: a list of names that must be present too, or a schema the object must satisfy;
+        each compiles as ``(property absent) or (property present and what it needs)``."""
         out = []
-        for kw in ("dependentSchemas", "dependencies"):
+        for kw in ("dependentRequired", "dependentSchemas", "dependencies"):
             value = s.get(kw, {})
-            if isinstance(value, dict):
-                out += [
-                    (k, kw, v) for k, v in value.items() if isinstance(v, dict | bool) and v not in (True, {})
-                ]
+            if not isinstance(value, dict):
+                continue
+            for name, dep in value.items():
+                if isinstance(dep, list):
+                    names = [d for d in dep if isinstance(d, str)]
+                    if names:
+                        out.append((name, kw, names))
+                elif isinstance(dep, dict | bool) and dep not in (True, {}):
+                    out.append((name, kw, dep))
         return out
 
     def value_not(self, node: Node) -> Negated:
@@ -737,11 +752,6 @@ class _Compiler:
             f.max_props = _count(s["maxProperties"], "maxProperties", ptr)
         if "propertyNames" in s and s["propertyNames"] not in (True, {}):
             f.prop_names = [sub("propertyNames")]
-        deps = dict(s.get("dependentRequired", {}))
-        for name, value in s.get("dependencies", {}).items():
-            if isinstance(value, list):
-                deps[name] = value
-        f.dep_required = [(k, list(v), ptr) for k, v in deps.items() if v]
         for kw in ("unevaluatedProperties", "unevaluatedItems"):
             if kw in s and s[kw] not in (True, {}):
                 raise SchemaError(f"{kw} is not supported", kw, ptr)
@@ -829,7 +839,6 @@ class _Compiler:
             f.additional = a.additional + b.additional
         f.min_props, f.max_props = max(a.min_props, b.min_props), _min_opt(a.max_props, b.max_props)
         f.prop_names = a.prop_names + b.prop_names
-        f.dep_required = a.dep_required + b.dep_required
         # arrays
         n = max(len(a.prefix), len(b.prefix))
         for i in range(n):
@@ -1239,8 +1248,6 @@ class _Compiler:
     def compile_object(self, f: Flat, forbidden: set[str]) -> str:
         ptr = f.sources[0].pointer
         ws = self.ws
-        for kw_ptr in (p for _, _, p in f.dep_required):
-            self.note(kw_ptr, "dependentRequired")
         names = list(f.props)
         for r in f.required:
             if r not in f.props:
@@ -1268,16 +1275,6 @@ class _Compiler:
                 continue
             members.append((string_literal(name) + ":" + ws + concat_atom(value), required))
         extra = self._extra(f, declared_keys)
-        for name, deps, dptr in f.dep_required:
-            # Enforced when the dependencies are required anyway, or when `name` can never appear.
-            may_appear = name in names or extra is not None
-            if may_appear and not all(d in f.required for d in deps):
-                raise SchemaError(
-                    "dependentRequired is supported only when its dependencies are required or its property "
-                    "cannot appear",
-                    "dependentRequired",
-                    dptr,
-                )
         n_req = sum(1 for _, r in members if r)
         if f.min_props > n_req or (
             f.max_props is not None and (f.max_props < len(members) or extra is not None)

@@ -178,7 +178,6 @@ def _object_violations(f: Flat, node: Node, add, drop, value_not) -> None:
         ("minProperties", f.min_props > 0),
         ("maxProperties", f.max_props is not None),
         ("propertyNames", bool(f.prop_names)),
-        ("dependentRequired", bool(f.dep_required)),
     ):
         if present:
             drop(keyword)

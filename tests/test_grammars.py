@@ -294,6 +294,20 @@ CASES: list[tuple[dict | bool, list, list]] = [
         [{"ab": 5}, {"a1": 2}, {"zb": 4}, {"azb": 3}, {"x": "s"}],
         [{"ab": 2}, {"ab": 11}, {"ab": 5.5}, {"zb": 1}, {"azb": 2}, {"azb": 3.5}],
     ),
+    # dependentRequired whose dependencies are optional: (name absent) or (name present and them too)
+    (
+        {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string"},
+                "card": {"type": "integer"},
+                "addr": {"type": "string"},
+            },
+            "dependentRequired": {"card": ["addr"]},
+        },
+        [{"name": "x"}, {"card": 1, "addr": "a"}, {"addr": "a"}, {}],
+        [{"card": 1}, {"name": "n", "card": 2}],
+    ),
     # anchors per top-level alternative, also inside a group that is a whole alternative
     ({"type": "string", "pattern": "^a|b$"}, ["ab", "xb", "a", "b"], ["x", "ba"]),
     (
