@@ -358,17 +358,18 @@ class _Compiler:
             uri = ROOT_URI if node.base in (ROOT_URI, self.registry.root_base) else node.base
             doc_ptr = self.registry.docs.get(uri, (None, ""))[1]
             local = node.pointer[len(doc_ptr) :] if node.pointer.startswith(doc_ptr) else node.pointer
-            wrapper = {"$ref": f"{uri}#{local}"}
+            checker = self._validator_cls.FORMAT_CHECKER
             try:
                 validator = self._validator_cls(
-                    wrapper,
-                    registry=self._validator_registry,
-                    format_checker=self._validator_cls.FORMAT_CHECKER,
+                    {"$ref": f"{uri}#{local}"}, registry=self._validator_registry, format_checker=checker
                 )
-                if not validator.is_valid(value):
-                    return False
-            except Exception as exc:  # unresolvable in jsonschema's eyes: be conservative
-                raise SchemaError(f"cannot check enum value: {exc}", "enum", node.pointer) from exc
+                ok = validator.is_valid(value)
+            except Exception as exc:  # unresolvable for `referencing` (a property named `id` in draft 4)
+                if '"$ref"' in json.dumps(node.schema):  # its refs need the pointer: be conservative
+                    raise SchemaError(f"cannot check enum value: {exc}", "enum", node.pointer) from exc
+                ok = self._validator_cls(node.schema, format_checker=checker).is_valid(value)
+            if not ok:
+                return False
         return True
 
     def enum_values(self, f: Flat) -> list[Any]:

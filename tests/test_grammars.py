@@ -308,6 +308,24 @@ CASES: list[tuple[dict | bool, list, list]] = [
         [{"name": "x"}, {"card": 1, "addr": "a"}, {"addr": "a"}, {}],
         [{"card": 1}, {"name": "n", "card": 2}],
     ),
+    # draft 4: a property named `id` whose schema `referencing` takes for an `id` (enum values still checked)
+    (
+        {
+            "$schema": "http://json-schema.org/draft-04/schema#",
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"},
+                    "kind": {
+                        "oneOf": [{"type": "string", "enum": ["a", "b"]}, {"type": "string", "enum": ["c"]}]
+                    },
+                },
+            },
+        },
+        [[{"id": "x", "kind": "a"}, {"kind": "c"}]],
+        [[{"kind": "d"}], [{"id": 1}]],
+    ),
     # anchors per top-level alternative, also inside a group that is a whole alternative
     ({"type": "string", "pattern": "^a|b$"}, ["ab", "xb", "a", "b"], ["x", "ba"]),
     (
