@@ -828,8 +828,10 @@ class _Compiler:
                 f.props[name] = na + nb
         f.required = list(dict.fromkeys([*a.required, *b.required]))
         if a.pattern_props and b.pattern_props:
-            raise SchemaError("cannot combine two patternProperties", kw, ptr)
-        if a.pattern_props or b.pattern_props:
+            if a.additional is not None or b.additional is not None:
+                raise SchemaError("cannot combine two patternProperties with additionalProperties", kw, ptr)
+            f.pattern_props = a.pattern_props + b.pattern_props  # a key takes those of both it matches
+        elif a.pattern_props or b.pattern_props:
             pp_side, other = (a, b) if a.pattern_props else (b, a)
             if other.additional is not None:
                 raise SchemaError("cannot combine patternProperties with additionalProperties", kw, ptr)

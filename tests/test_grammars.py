@@ -294,6 +294,17 @@ CASES: list[tuple[dict | bool, list, list]] = [
         [{"ab": 5}, {"a1": 2}, {"zb": 4}, {"azb": 3}, {"x": "s"}],
         [{"ab": 2}, {"ab": 11}, {"ab": 5.5}, {"zb": 1}, {"azb": 2}, {"azb": 3.5}],
     ),
+    (
+        {
+            "type": "object",
+            "allOf": [
+                {"patternProperties": {"^a": {"type": "integer"}}},
+                {"patternProperties": {"b$": {"minimum": 3}}},
+            ],
+        },
+        [{"ab": 5}, {"zb": 4.5}, {"a": 1}],
+        [{"ab": 2}, {"a": 1.5}, {"zb": 1}],
+    ),
     # dependentRequired whose dependencies are optional: (name absent) or (name present and them too)
     (
         {
