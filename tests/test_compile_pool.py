@@ -16,6 +16,13 @@ SCHEMAS = [
     {"type": "object", "properties": {"a": {"type": "integer", "minimum": 3}}, "required": ["a"]},
     {"$defs": {"n": {"type": "array", "items": {"$ref": "#/$defs/n"}}}, "$ref": "#/$defs/n"},
     {"type": "string", "pattern": "^[a-z]+$", "maxLength": 4},
+    {  # complements: each branch minus the other (a pattern complement in the key's value)
+        "type": "object",
+        "oneOf": [
+            {"properties": {"k": {"type": "string", "pattern": "^a"}}, "required": ["k"]},
+            {"properties": {"k": {"type": "string", "maxLength": 3}}, "required": ["k"]},
+        ],
+    },
 ]
 # A nested-quantifier pattern intersected with a huge minLength: the walk takes a millisecond, but the
 # automaton's productivity check searches the intersection (seconds, then "intersection too large").
@@ -33,6 +40,13 @@ def pool():
 def test_same_grammar_as_in_process(pool):
     for schema in SCHEMAS:
         assert pool(schema).grammar == compile_json_schema(schema).grammar
+    exactly_one = LazyDFA(pool(SCHEMAS[3]).grammar)
+    assert [exactly_one.accepts(f'{{"k":"{k}"}}') for k in ("abcd", "ab", "xy", "xyzw")] == [
+        True,
+        False,
+        True,
+        False,
+    ]
 
 
 def test_schema_errors_come_back_whole(pool):
