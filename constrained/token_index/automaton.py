@@ -44,6 +44,7 @@ K_EMPTY, K_EPS, K_BYTES, K_CAT, K_ALT, K_REP, K_LAZY, K_REF, K_RET, K_AND, K_NOT
 UNBOUNDED = 1 << 62  # a repeat without an upper bound
 SEARCH_LIMIT = 50_000  # derivative states explored to find an intersection's shortest string
 BREADTH_FIRST = 2_000  # derivative states an emptiness check explores breadth-first before going deep
+DEPTH_FIRST = 4_000  # ... and depth-first after that (nested quantifiers make each one costly: ~1 s here)
 UNIVERSAL_LIMIT = 4096  # character-boundary states explored to show a head takes any content prefix
 ALL_BYTES = (1 << 256) - 1
 DEAD = -1
@@ -415,8 +416,8 @@ class TermStore:
                     found = True
                     break
                 visited.add(k)
-                if len(visited) > SEARCH_LIMIT:
-                    raise RegexUnsupported(f"intersection too large to search ({SEARCH_LIMIT} states)")
+                if len(visited) > DEPTH_FIRST:
+                    raise RegexUnsupported(f"intersection too large to search ({DEPTH_FIRST} states deep)")
                 stack.append((k, iter(self._successors(k))))
                 break
             else:
