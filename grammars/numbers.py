@@ -10,11 +10,12 @@ exponent of at most ``EXP_DIGITS`` digits. Fraction digits are unbounded.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from .regex import alt, concat_atom, fixed_range, opt, repeat
 
 INT_DIGITS = 15
+FRACTION_DIGITS = 15  # fractional digits a bound may have; more are rounded inward
 EXP_DIGITS = 3
 _INT_MAX = 10**INT_DIGITS - 1
 
@@ -173,8 +174,19 @@ def _magnitude(lo: Bound, hi: Bound | None) -> str | None:
     return alt(found) if found else None
 
 
+def _within_digits(bound: Bound | None, upward: bool) -> Bound | None:
+    """`bound` with at most FRACTION_DIGITS fractional digits, moved inward when it has more (a lower bound
+    up, an upper one down): the numbers generated are then a subset, and the regex stays shallow."""
+    if bound is None or -bound.value.as_tuple().exponent <= FRACTION_DIGITS:  # type: ignore[operator]
+        return bound
+    rounding = ROUND_CEILING if upward else ROUND_FLOOR
+    moved = bound.value.quantize(Decimal(1).scaleb(-FRACTION_DIGITS), rounding=rounding)
+    return Bound(moved, bound.exclusive and moved == bound.value)
+
+
 def number_regex(lo: Bound | None, hi: Bound | None) -> str | None:
     """Numbers with lo <(=) x <(=) hi; None when empty. Unbounded -> the generic number grammar."""
+    lo, hi = _within_digits(lo, upward=True), _within_digits(hi, upward=False)
     if lo is None and hi is None:
         exp = "[eE][+-]?" + repeat("[0-9]", 1, EXP_DIGITS)
         return "-?" + concat_atom(_nonneg_int(0, _INT_MAX) or "0") + "(?:\\.[0-9]+)?" + opt(exp)

@@ -305,6 +305,9 @@ CASES: list[tuple[dict | bool, list, list]] = [
         [{"ab": 5}, {"zb": 4.5}, {"a": 1}],
         [{"ab": 2}, {"a": 1.5}, {"zb": 1}],
     ),
+    # a bound with more fractional digits than FRACTION_DIGITS is rounded inward (was a RecursionError)
+    ({"exclusiveMinimum": 1e-300}, [1, 0.5, 0.25], [0, -1]),
+    ({"type": "number", "maximum": -1e-300}, [-1, -0.5], [0, 1]),
     # dependentRequired whose dependencies are optional: (name absent) or (name present and them too)
     (
         {
