@@ -365,12 +365,22 @@ class _Compiler:
                 )
                 ok = validator.is_valid(value)
             except Exception as exc:  # unresolvable for `referencing` (a property named `id` in draft 4)
-                if '"$ref"' in json.dumps(node.schema):  # its refs need the pointer: be conservative
-                    raise SchemaError(f"cannot check enum value: {exc}", "enum", node.pointer) from exc
-                ok = self._validator_cls(node.schema, format_checker=checker).is_valid(value)
+                ok = self._valid_here(value, node, exc)
             if not ok:
                 return False
         return True
+
+    def _valid_here(self, value: Any, node: Node, exc: Exception) -> bool:
+        """`value` checked against `node`'s schema itself, when its place in the document cannot be resolved
+        and it holds no `$ref` (which would need that place); else, or when that fails too, a SchemaError."""
+        try:
+            if '"$ref"' not in json.dumps(node.schema):
+                return self._validator_cls(
+                    node.schema, format_checker=self._validator_cls.FORMAT_CHECKER
+                ).is_valid(value)
+        except Exception as again:
+            exc = again
+        raise SchemaError(f"cannot check enum value: {exc}", "enum", node.pointer) from exc
 
     def enum_values(self, f: Flat) -> list[Any]:
         """The values of ``f.enum`` that every source of ``f`` admits. ``enum``, ``const`` and ``type`` are
