@@ -76,7 +76,11 @@ class GrammarLogitsProcessor(LogitsProcessor):
         self.prompt_length: int | None = None
         self._previous: torch.Tensor | None = None
         self._group = 1  # rows per grammar (num_beams when one grammar per batch item)
-        self.dead_rows: set[int] = set()  # rows that took a token outside the grammar (-inf beams)
+
+    @property
+    def dead_rows(self) -> set[int]:
+        """Rows that took a token outside the grammar (-inf beams): only end-of-sequence from then on."""
+        return {row for row, constraint in enumerate(self.rows) if constraint.failed}
 
     @property
     def matchers(self) -> list[Matcher]:
@@ -116,7 +120,6 @@ class GrammarLogitsProcessor(LogitsProcessor):
             self._group = rows // len(self.grammars)
         self.prompt_length = input_ids.shape[1]
         self.rows = [self._new_row(row) for row in range(rows)]
-        self.dead_rows = set()
 
     def _new_row(self, row: int) -> RowConstraint:
         # Pre-masking near the budget (the closing margin); without max_new_tokens no budget is passed.
@@ -131,10 +134,9 @@ class GrammarLogitsProcessor(LogitsProcessor):
         else:
             parents = self._find_parents(ids[:, :old_length], previous)
         new_tokens = ids[:, old_length:].tolist()
-        constraints, dead, taken = [], set(), set()
+        constraints, taken = [], set()
         for row, (parent, tokens) in enumerate(zip(parents, new_tokens, strict=True)):
             if self.rows[parent].failed:
-                dead.add(row)
                 constraints.append(self.rows[parent])
                 continue
             if parent in taken:  # a second beam continuing the same sequence: its own matcher
@@ -146,13 +148,12 @@ class GrammarLogitsProcessor(LogitsProcessor):
                 for token in tokens:
                     if not constraint.accept(token):
                         constraint.fail()
-                        dead.add(row)
                         _warn_rejected(row, token)
                         break
                     if constraint.is_terminated():
                         break  # what follows an end-of-sequence token is padding
             constraints.append(constraint)
-        self.rows, self.dead_rows = constraints, dead
+        self.rows = constraints
 
     def _find_parents(self, current: torch.Tensor, previous: torch.Tensor) -> list[int]:
         """For each row, a row of the previous step whose sequence it continues (beam search re-orders)."""

@@ -498,17 +498,19 @@ class ConstrainedStructuredOutputGrammar(_SOGrammar):
     def __init__(self, grammar: Grammar) -> None:
         self.grammar = grammar
         self.constraint = RowConstraint(grammar)
-        self.num_processed_tokens = 0
 
     @property
     def matcher(self) -> Matcher:
         return self.constraint.matcher
 
+    @property
+    def num_processed_tokens(self) -> int:
+        return self.constraint.accepted
+
     def accept_tokens(self, request_id: str, tokens: list[int]) -> bool:
         if not self.constraint.accept_tokens(tokens):
             logger.warning("request %s: tokens %s refused by the grammar", request_id, tokens)
             return False
-        self.num_processed_tokens += len(tokens)
         return True
 
     def validate_tokens(self, tokens: list[int]) -> list[int]:
@@ -522,7 +524,6 @@ class ConstrainedStructuredOutputGrammar(_SOGrammar):
 
     def rollback(self, num_tokens: int) -> None:
         self.constraint.rollback(num_tokens)
-        self.num_processed_tokens -= num_tokens
 
     def fill_bitmask(self, bitmask: torch.Tensor, idx: int) -> None:
         self.constraint.fill(bitmask, idx)
@@ -536,4 +537,3 @@ class ConstrainedStructuredOutputGrammar(_SOGrammar):
 
     def reset(self) -> None:
         self.constraint = RowConstraint(self.grammar)
-        self.num_processed_tokens = 0

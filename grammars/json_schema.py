@@ -487,6 +487,7 @@ class _Compiler:
         raw = [self._flatten_opt(n, refs) for n in nodes]
         groups = [self._merge_all(result, r, ptr, "oneOf") for r in raw]
         before = len(self._dropped)
+        complements: dict[int, list[Flat]] = {}  # branch j's complement, computed once when first needed
         out: list[Flat] = []
         for i, branch in enumerate(groups):
             for fa in branch:
@@ -499,8 +500,9 @@ class _Compiler:
                         and alts
                         and not all(fb.subset_of is None and self._disjoint(fa, fb) for fb in other)
                     ):
-                        minus = self._complement(raw[j], self.value_not(nodes[j]), refs)
-                        alts = self._merge_all(alts, minus, ptr, "oneOf")
+                        if j not in complements:
+                            complements[j] = self._complement(raw[j], self.value_not(nodes[j]), refs)
+                        alts = self._merge_all(alts, complements[j], ptr, "oneOf")
                 out.extend(alts)
         self._check_complement(out, before, ptr)
         return out
@@ -570,18 +572,17 @@ class _Compiler:
                     source.pointer,
                 )
         out = [Flat([source])]
-        dropped: list[tuple[str, str]] = []
+        before = len(self._dropped)
         for f in flats:
             c = complement(f, source, self.enum_values, self.value_not)
-            dropped += c.dropped
             alts = c.alternatives + [g for n in c.satisfying for g in self._flatten_opt(n, refs)]
             for kw, p in c.dropped:
                 self.note(p, f"{kw} (its complement is not generated)")
             self._dropped.extend(c.dropped)
             out = self._merge_all(out, alts, source.pointer, "not")
-        if dropped:
+        if len(self._dropped) > before:  # left something out: a subset, never to be complemented again
             for f in out:
-                f.subset_of = f.subset_of or dropped[0]
+                f.subset_of = f.subset_of or self._dropped[before]
         return out
 
     def _check_complement(self, result: list[Flat], before: int, ptr: str) -> None:
@@ -1008,38 +1009,25 @@ class _Compiler:
         return self.budget(alt(parts), ptr)
 
     def _nots(self, f: Flat, types: set[str]) -> tuple[list[str], set[str]]:
-        """Strings excluded and property names forbidden by ``not`` (type-only nots done in _types)."""
+        """Strings excluded and property names forbidden by the ``not``s left in ``f``: the forms
+        `_simple_not` lets through (type-only ones are done in `_types`; `flatten` complements the others)."""
         excluded: list[str] = []
         forbidden: set[str] = set()
         for node in f.nots:
             s = node.schema
-            if s is True or s == {}:
-                raise Unsatisfiable
             if s is False:
                 continue
+            if s is True:
+                raise Unsatisfiable
             if not isinstance(s, dict):
                 raise SchemaError("not must be a schema", "not", node.pointer)
             keys = set(s) - _ANNOTATIONS
-            if keys == {"type"}:
-                continue
-            if keys and keys <= {"enum", "const"}:
-                values = s.get("enum", []) + ([s["const"]] if "const" in s else [])
-                for v in values:
-                    jt = json_type(v)
-                    if jt == "string":
-                        excluded.append(v)
-                    elif jt in types or jt == "integer" and "number" in types:
-                        raise SchemaError(
-                            "not enum of non-string values is not supported", "not", node.pointer
-                        )
-                continue
-            if keys == {"required"} and isinstance(s["required"], list) and len(s["required"]) == 1:
+            if not keys:  # `not: {}`: nothing
+                raise Unsatisfiable
+            if "required" in keys:
                 forbidden.add(s["required"][0])
-                continue
-            if keys == {"required", "type"} and s["type"] == "object" and len(s["required"]) == 1:
-                forbidden.add(s["required"][0])
-                continue
-            raise SchemaError("this form of not is not supported", "not", node.pointer)
+            elif keys != {"type"}:
+                excluded += s.get("enum", []) + ([s["const"]] if "const" in s else [])
         return excluded, forbidden
 
     def compile_number(self, f: Flat, integer: bool) -> str:
@@ -1411,21 +1399,19 @@ class _Compiler:
 
 
 def _simple_not(schema: Any) -> bool:
-    """Whether ``not: schema`` is one of the forms compiled directly (`_Compiler._nots`): a type, string
-    values, one required name."""
+    """Whether ``not: schema`` is one of the forms `_Compiler._nots` compiles directly: a type, string values,
+    one required name (or no keyword, or not a schema at all: an error there)."""
     if not isinstance(schema, dict):
         return True
     keys = set(schema) - _ANNOTATIONS
-    if keys == {"type"} or not keys:
+    if keys <= {"type"}:
         return True
     if keys <= {"enum", "const"}:
-        values = (schema.get("enum") if isinstance(schema.get("enum"), list) else []) + (
-            [schema["const"]] if "const" in schema else []
-        )
-        return all(isinstance(v, str) for v in values)
+        enum = schema.get("enum", [])
+        return isinstance(enum, list) and all(isinstance(v, str) for v in [*enum, schema.get("const", "")])
     required = schema.get("required")
     return (keys == {"required"} or keys == {"required", "type"} and schema["type"] == "object") and (
-        isinstance(required, list) and len(required) == 1
+        isinstance(required, list) and len(required) == 1 and isinstance(required[0], str)
     )
 
 
@@ -1506,23 +1492,26 @@ def compile_json_schema(
 
 
 _LIMIT_LOCK = threading.Lock()
-_LIMIT_USERS: list[int] = []  # the original limit while compiles run (one entry per running compile)
+_running = 0  # compiles running now (under the lock)
+_original_limit = 0  # Python's recursion limit before the first of them
 
 
 @contextmanager
 def _recursion_limit(needed: int):
     """Python's recursion limit at least `needed` while any compile runs, the original one after the last."""
+    global _running, _original_limit
     with _LIMIT_LOCK:
-        _LIMIT_USERS.append(sys.getrecursionlimit() if not _LIMIT_USERS else _LIMIT_USERS[0])
-        if sys.getrecursionlimit() < needed:
-            sys.setrecursionlimit(needed)
+        if not _running:
+            _original_limit = sys.getrecursionlimit()
+        _running += 1
+        sys.setrecursionlimit(max(needed, sys.getrecursionlimit()))
     try:
         yield
     finally:
         with _LIMIT_LOCK:
-            original = _LIMIT_USERS.pop()
-            if not _LIMIT_USERS:
-                sys.setrecursionlimit(original)
+            _running -= 1
+            if not _running:
+                sys.setrecursionlimit(_original_limit)
 
 
 def _compile(schema: dict | bool, options: JsonSchemaOptions) -> CompiledSchema:

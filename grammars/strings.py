@@ -9,6 +9,7 @@ generated. Patterns are translated exactly or rejected (``SchemaError`` keyword 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .errors import SchemaError
 from .regex import MAX_CP, CPSet, alt, cps_complement, cps_json, cps_norm, cps_subtract, group, repeat, seq
@@ -328,8 +329,10 @@ class _PatternParser:
         return [(ord(c), ord(c))]
 
 
+@lru_cache(maxsize=4096)
 def pattern_regex(pattern: str, pointer: str) -> str:
-    """String content whose decoded value contains a match of the ECMA-262 ``pattern``."""
+    """String content whose decoded value contains a match of the ECMA-262 ``pattern`` (cached: a pattern
+    is read for every key it is matched against and every string that uses it)."""
     return _PatternParser(pattern, pointer).parse()
 
 

@@ -44,7 +44,6 @@ K_EMPTY, K_EPS, K_BYTES, K_CAT, K_ALT, K_REP, K_LAZY, K_REF, K_RET, K_AND, K_NOT
 UNBOUNDED = 1 << 62  # a repeat without an upper bound
 SEARCH_LIMIT = 50_000  # derivative states explored to find an intersection's shortest string
 BREADTH_FIRST = 2_000  # derivative states an emptiness check explores breadth-first before going deep
-DEPTH_FIRST = 4_000  # ... and depth-first after that (nested quantifiers make each one costly: ~1 s here)
 UNIVERSAL_LIMIT = 4096  # character-boundary states explored to show a head takes any content prefix
 ALL_BYTES = (1 << 256) - 1
 DEAD = -1
@@ -416,8 +415,10 @@ class TermStore:
                     found = True
                     break
                 visited.add(k)
-                if len(visited) > DEPTH_FIRST:
-                    raise RegexUnsupported(f"intersection too large to search ({DEPTH_FIRST} states deep)")
+                if (
+                    len(visited) > SEARCH_LIMIT
+                ):  # a tighter bound refused satisfiable oneOf-of-patterns schemas
+                    raise RegexUnsupported(f"intersection too large to search ({SEARCH_LIMIT} states)")
                 stack.append((k, iter(self._successors(k))))
                 break
             else:
@@ -529,7 +530,7 @@ class TermStore:
             return None
         out = []
         for block in _blocks([m & want for m, _ in items], want):
-            rep = (block & -block).bit_length() - 1
+            rep = _lowest_byte(block)
             succ = tuple(
                 sorted({k for m, k in items if (m >> rep) & 1 and not self.depth[k] and self.productive(k)})
             )
@@ -811,22 +812,24 @@ class TermStore:
             items = _dedupe(out)
         return items
 
+    def _union(self, terms) -> int:
+        """The alternation of `terms` in a canonical form (nested alternatives flattened, sorted, distinct):
+        the same set of continuations is always the same term, so a complement's derivatives stay finite."""
+        flat: set[int] = set()
+        for t in terms:
+            flat.update(self.data[t] if self.kind[t] == K_ALT else (t,))
+        return self.alt(sorted(flat))
+
     def _complement_lf(self, t: int) -> tuple:
         """Linear form of a complement: per block of bytes the operand's items do not separate, the
         complement of the union of their continuations (of nothing, Σ*, for bytes the operand refuses);
         a match where the operand has none."""
         inner = self.data[t][0]
         items = [it for it in self.lf(inner) if it is not None]
-        covered = 0
-        for m, _ in items:
-            covered |= m
         out: list = []
-        for block in _blocks([m for m, _ in items], covered):
-            rep = (block & -block).bit_length() - 1
-            union = self.alt(sorted({k for m, k in items if (m >> rep) & 1}))
-            out.append((block, self.negation(union)))
-        if covered != ALL_BYTES:
-            out.append((ALL_BYTES & ~covered, self.negation(EMPTY)))
+        for block in _blocks([m for m, _ in items], ALL_BYTES):  # a block no item takes: the complement of ∅
+            rep = _lowest_byte(block)
+            out.append((block, self.negation(self._union(k for m, k in items if (m >> rep) & 1))))
         if not self.nullable(inner):
             out.append(None)
         return tuple(out)
@@ -1253,19 +1256,29 @@ def _blocks(masks, universe: int) -> list[int]:
     return blocks
 
 
+def _lowest_byte(block: int) -> int:
+    """The smallest byte of a byte mask (its block's representative)."""
+    return (block & -block).bit_length() - 1
+
+
+def _covered_blocks(masks) -> list[int]:
+    """The blocks of the bytes the masks cover that no mask separates."""
+    covered = 0
+    for m in masks:
+        covered |= m
+    return _blocks(masks, covered)
+
+
 def _block_minima(masks: frozenset[int]) -> list[int]:
     """The smallest byte of each block of bytes that no mask separates."""
-    return [rep for rep, _ in _partition(masks)]
+    return [_lowest_byte(b) for b in _covered_blocks(masks)]
 
 
 def _partition(masks) -> list[tuple[int, np.ndarray]]:
     """Blocks of bytes that no mask separates: (representative byte, boolean selector over 256 bytes)."""
-    covered = 0
-    for m in masks:
-        covered |= m
     out = []
-    for b in _blocks(masks, covered):
-        rep = (b & -b).bit_length() - 1
+    for b in _covered_blocks(masks):
+        rep = _lowest_byte(b)
         sel = np.unpackbits(np.frombuffer(b.to_bytes(32, "little"), dtype=np.uint8), bitorder="little")
         out.append((rep, sel.astype(bool)))
     return out

@@ -8,7 +8,7 @@ Built once per tokenizer (cached by `TokenizerInfo.fingerprint`). Nodes are numb
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -19,17 +19,21 @@ _CACHE_LOCK = threading.Lock()
 
 
 class TokenVocabulary:
-    def __init__(self, token_bytes: Sequence[bytes], excluded: Iterable[int], vocab_size: int) -> None:
-        excluded = set(excluded)
+    def __init__(self, tokens_by_bytes: Mapping[bytes, list[int]], vocab_size: int) -> None:
+        """`tokens_by_bytes`: the constrainable tokens (`TokenizerInfo.tokens_by_bytes`); ids past
+        `vocab_size` (the logits width) are left out."""
         self.vocab_size = vocab_size
         self.num_words = (vocab_size + 31) // 32
+        by_bytes = {
+            data: kept
+            for data, ids in tokens_by_bytes.items()
+            if (kept := [t for t in ids if t < vocab_size])
+        }
         # bytes of every constrainable token (None for special/EOS/empty ones)
         self.token_bytes: list[bytes | None] = [None] * vocab_size
-        by_bytes: dict[bytes, list[int]] = {}
-        for tid, data in enumerate(token_bytes):
-            if tid < vocab_size and data and tid not in excluded:
+        for data, ids in by_bytes.items():
+            for tid in ids:
                 self.token_bytes[tid] = data
-                by_bytes.setdefault(data, []).append(tid)
         keys = sorted(by_bytes)
         self.trie = _Trie(keys, by_bytes)
         self.num_nodes = self.trie.num_nodes
@@ -39,11 +43,10 @@ class TokenVocabulary:
         # any `c` content characters lead to live states they are all allowed, so only the other tokens
         # (`rest`) need a trie walk.
         content = [k for k in keys if _is_string_content(k)]
+        chars = np.array([len(k.decode("utf-8")) for k in content for _ in by_bytes[k]], dtype=np.int64)
+        ids = np.array([t for k in content for t in by_bytes[k]], dtype=np.int64)
         self.content_upto = np.zeros((self.max_token_len + 1, self.num_words), dtype=np.uint32)
-        for key in content:
-            row = self.content_upto[len(key.decode("utf-8"))]
-            for tid in by_bytes[key]:
-                row[tid >> 5] |= np.uint32(1) << np.uint32(tid & 31)
+        np.bitwise_or.at(self.content_upto, (chars, ids >> 5), np.uint32(1) << (ids & 31).astype(np.uint32))
         np.bitwise_or.accumulate(self.content_upto, axis=0, out=self.content_upto)
         self.rest = _Trie([k for k in keys if not _is_string_content(k)], by_bytes)
         self._scratch = threading.local()
@@ -56,7 +59,7 @@ class TokenVocabulary:
             with _CACHE_LOCK:
                 vocab = _CACHE.get(info.fingerprint)
                 if vocab is None:
-                    vocab = cls(info.token_bytes, info.special_ids | info.eos_token_ids, info.vocab_size)
+                    vocab = cls(info.tokens_by_bytes(), info.vocab_size)
                     _CACHE[info.fingerprint] = vocab
         return vocab
 
