@@ -2,7 +2,7 @@
 invalid instance.
 
     python bench/fuzz.py --n 10000 [--seed 0] [--deadline 5] [--instances 3] [--enum-max 20000]
-        [--data ../shared/corpora/maskbench --corpus-seeds 20]
+        [--data ../shared/corpora/maskbench --corpus-seeds 20] [--dump DIR]
 
 Each schema is a seed (built-in, plus the first `--corpus-seeds` schemas of each MaskBench file given) with
 1-3 mutations (`bench/fuzz_schemas.py`). It is judged in a worker process killed past `--deadline` seconds:
@@ -54,8 +54,9 @@ def signature_of(detail: str) -> str:
 class Fuzzer:
     """Counts outcomes over many schemas; keeps a few examples of each problem."""
 
-    def __init__(self, deadline: float, instances: int) -> None:
+    def __init__(self, deadline: float, instances: int, dump: Path | None = None) -> None:
         self.worker = CompileWorker()
+        self.dump = dump
         self.deadline = deadline
         self.instances = instances
         self.counts: Counter[str] = Counter()
@@ -68,6 +69,10 @@ class Fuzzer:
         self.counts[kind] += 1
         signature = f"{kind}: {signature_of(detail)}"
         self.signatures[signature] += 1
+        if self.dump is not None:
+            self.dump.mkdir(parents=True, exist_ok=True)
+            path = self.dump / f"{kind}-{self.counts[kind]}.json"
+            path.write_text(json.dumps({"schema": schema, "detail": detail}, ensure_ascii=True), encoding="utf-8")
         shown = self.examples.setdefault(kind, [])
         if self.signatures[signature] == 1 and len(shown) < 10:
             text = (compact(schema) or repr(schema)).encode("utf-8", "backslashreplace").decode()
@@ -148,10 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--enum-max", type=int, default=20_000, help="largest enum generated")
     parser.add_argument("--data", action="append", default=[], help="MaskBench folder: more seed schemas")
     parser.add_argument("--corpus-seeds", type=int, default=20, help="seed schemas per MaskBench file")
+    parser.add_argument("--dump", type=Path, help="folder: every problem's whole schema, one JSON file each")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=hypothesis.errors.HypothesisWarning)  # large reprs of seeds
     seeds = SEEDS + corpus_seeds(args.data, args.corpus_seeds)
-    fuzzer = Fuzzer(args.deadline, args.instances)
+    fuzzer = Fuzzer(args.deadline, args.instances, args.dump)
     start = time.perf_counter()
     try:
         fuzz(fuzzer, seeds, args.n, args.seed, args.enum_max)

@@ -348,6 +348,7 @@ class _Compiler:
                 self.root, default=jsonschema.Draft202012Validator
             )
         for node in nodes:
+            self.check_deadline(node.pointer)
             if isinstance(node, Negated):
                 if self.valid(value, [node.of]):
                     return False
@@ -396,9 +397,8 @@ class _Compiler:
         if not checked:
             return values
         out = []
-        for i, v in enumerate(values):
-            if i % 256 == 0:
-                self.check_deadline(ptr)
+        for v in values:
+            self.check_deadline(ptr)
             if self.valid(v, checked):
                 out.append(v)
         return out
@@ -1415,10 +1415,18 @@ def _simple_not(schema: Any) -> bool:
     )
 
 
+# Keywords an enum value need not be checked against at the node that holds them: ``enum``/``const``/``type``
+# are applied to the Flat itself, definitions constrain nothing, and every Flat flattened from ``allOf``,
+# ``anyOf`` or ``$ref`` has the branch or target node among its own sources, which are checked one by one.
+_CHECKED_ELSEWHERE = frozenset(
+    {"enum", "const", "type", "$defs", "definitions", "allOf", "anyOf", "$ref", "$id", "id", "$schema", "$anchor"}
+)
+
+
 def _needs_validation(schema: Any) -> bool:
-    """Whether a schema constrains values by more than ``enum``/``const``/``type``."""
+    """Whether an enum value must be checked against this source node (`_CHECKED_ELSEWHERE`)."""
     if isinstance(schema, dict):
-        return any(k not in _ANNOTATIONS and k not in ("enum", "const", "type") for k in schema)
+        return any(k not in _ANNOTATIONS and k not in _CHECKED_ELSEWHERE for k in schema)
     return schema is not True
 
 

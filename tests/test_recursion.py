@@ -129,6 +129,32 @@ def test_compile_deadline_is_kept():
     assert time.monotonic() - start < 0.2 * 1.5
 
 
+def _nested(keyword: str, leaf: dict, depth: int) -> dict:
+    for _ in range(depth):
+        leaf = {keyword: [leaf, {"type": "null"}]}
+    return leaf
+
+
+def test_enum_under_deep_any_of_is_checked_once_per_branch():
+    """Enum values are checked against the nodes whose own keywords constrain them, not again against every
+    enclosing `anyOf` (a 140-deep nest around a 140-value enum took 24 s, the fuzz's over-deadline case)."""
+    leaf = {"enum": [f"v{i}" for i in range(140)], "minLength": 3}
+    start = time.monotonic()
+    dfa = LazyDFA(compile_json_schema(_nested("anyOf", leaf, 140)).grammar)
+    assert time.monotonic() - start < 2.0
+    assert dfa.accepts('"v12"') and dfa.accepts("null") and not dfa.accepts('"v1"')
+
+
+def test_enum_checks_keep_the_deadline():
+    """Value checks that are slow each (here: through 100 nested `oneOf`) stop at the deadline."""
+    leaf = {"enum": [f"v{i}" for i in range(300)], "minLength": 2}
+    gc.collect()
+    start = time.monotonic()
+    with pytest.raises(SchemaError, match="compilation exceeds"):
+        compile_json_schema(_nested("oneOf", leaf, 100), JsonSchemaOptions(compile_seconds=0.2))
+    assert time.monotonic() - start < 0.2 * 1.5
+
+
 def test_rule_graph_agrees_with_its_regex_export_on_the_corpus():
     """For schemas without recursion or intersection, the automaton over the rule graph accepts exactly what
     Python's `re` accepts for the inlined regex export (an independent engine for the rule machinery)."""
