@@ -283,7 +283,7 @@ class OursAdapter(Adapter):
         total += arrays(getattr(compiled, "_masks", {}).values())
         total += arrays(getattr(index, "_masks", {}).values())
         dfa = getattr(index, "dfa", None)
-        if dfa is not None:  # the lazy backend: byte-level DFA tables
+        if dfa is not None:  # ours (`LazyTokenIndex`): byte-level DFA tables
             total += arrays(getattr(dfa, name, None) for name in ("trans", "known", "final"))
         elif index is not None and hasattr(index, "get_transitions"):
             # outlines-core keeps state -> {token: next_state} maps: ~16 bytes per transition (two u32 in
@@ -390,10 +390,9 @@ class OutlinesAdapter(Adapter):
         super().__init__(tokenizer_name)
         import outlines_core
 
-        from constrained.grammar import build_vocabulary
-
         self.oc = outlines_core
-        self.vocabulary = build_vocabulary(self.info)
+        # the tokens a constraint may allow (as ours), with the lowest EOS id as outlines-core's EOS
+        self.vocabulary = outlines_core.Vocabulary(min(self.info.eos_token_ids), self.info.tokens_by_bytes())
 
     def compile(self, schema: Any) -> Any:
         try:

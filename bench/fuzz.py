@@ -72,7 +72,9 @@ class Fuzzer:
         if self.dump is not None:
             self.dump.mkdir(parents=True, exist_ok=True)
             path = self.dump / f"{kind}-{self.counts[kind]}.json"
-            path.write_text(json.dumps({"schema": schema, "detail": detail}, ensure_ascii=True), encoding="utf-8")
+            path.write_text(
+                json.dumps({"schema": schema, "detail": detail}, ensure_ascii=True), encoding="utf-8"
+            )
         shown = self.examples.setdefault(kind, [])
         if self.signatures[signature] == 1 and len(shown) < 10:
             text = (compact(schema) or repr(schema)).encode("utf-8", "backslashreplace").decode()

@@ -74,28 +74,23 @@ class Compiler:
     """Compiles JSON schemas, regexes and grammars into `Grammar`s for one tokenizer (thread-safe, cached)."""
 
     _by_tokenizer: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-    _by_fingerprint: dict[tuple[str, str, int], Compiler] = {}
+    _by_fingerprint: dict[tuple[str, int], Compiler] = {}
     _lock = threading.Lock()
 
     def __init__(
         self,
         info: TokenizerInfo,
         *,
-        backend: str = "lazy",
         cache_size: int = 256,
         max_states: int = 200_000,
         options: JsonSchemaOptions | None = None,
     ) -> None:
         self.info = info
         self.options = options or JsonSchemaOptions()
-        self.grammar_compiler = GrammarCompiler(
-            info, cache_size=cache_size, backend=backend, max_states=max_states
-        )
+        self.grammar_compiler = GrammarCompiler(info, cache_size=cache_size, max_states=max_states)
 
     @classmethod
-    def for_tokenizer(
-        cls, tokenizer: Any, *, vocab_size: int | None = None, backend: str = "lazy"
-    ) -> Compiler:
+    def for_tokenizer(cls, tokenizer: Any, *, vocab_size: int | None = None) -> Compiler:
         """The shared compiler of a Hugging Face tokenizer (or a `load_tokenizer` spec such as "smollm2").
 
         `vocab_size` is the model's logits width when it exceeds the tokenizer's length
@@ -103,21 +98,18 @@ class Compiler:
         """
         if isinstance(tokenizer, str | os.PathLike):
             tokenizer = load_tokenizer(str(tokenizer))
-        key = (vocab_size, backend)
         with cls._lock:
             try:
                 per_tokenizer = cls._by_tokenizer.setdefault(tokenizer, {})
             except TypeError:  # not weak-referenceable: cache by vocabulary only
                 per_tokenizer = {}
-            compiler = per_tokenizer.get(key)
+            compiler = per_tokenizer.get(vocab_size)
         if compiler is not None:
             return compiler
         info = TokenizerInfo.from_huggingface(tokenizer, vocab_size)
         with cls._lock:
-            compiler = cls._by_fingerprint.setdefault(
-                (info.fingerprint, backend, info.vocab_size), cls(info, backend=backend)
-            )
-            per_tokenizer[key] = compiler
+            compiler = cls._by_fingerprint.setdefault((info.fingerprint, info.vocab_size), cls(info))
+            per_tokenizer[vocab_size] = compiler
         return compiler
 
     def json_schema(self, schema: Any, *, options: JsonSchemaOptions | None = None) -> Grammar:

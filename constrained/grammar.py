@@ -4,8 +4,10 @@ Contract (modelled on vLLM v1 structured output / xgrammar):
 - `GrammarCompiler(tokenizer_info)` compiles a constraint (`json_schema`, `regex`, a Lark or GBNF grammar)
   into a `Grammar`, caching results by (kind, canonical source, options) in a bounded LRU shared by all
   requests.
-- A `Grammar` is immutable and thread-safe to share; it owns a token index (automaton state -> allowed
-  tokens, next state) and a per-state bitmask cache filled lazily on first visit.
+- A `Grammar` is immutable and thread-safe to share; it owns a token index (a
+  `constrained.token_index.TokenIndex`: automaton state -> allowed tokens, next state; `GrammarCompiler`
+  builds a `LazyTokenIndex`) and a per-state bitmask cache filled lazily on first visit. Whatever does not
+  depend on the index (EOS in accepting states, budget closing, forced bytes, matchers) lives here.
 - `Grammar.matcher()` gives a `Matcher` per sequence: `accept_token(s)`, `fill_bitmask`, `rollback`,
   `is_terminated` (an end-of-sequence token was accepted) and `can_terminate` (the text so far is complete).
   The end-of-sequence token is allowed exactly in accepting states; special tokens are never allowed.
@@ -20,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,15 +30,12 @@ import torch
 from constrained.bitmask import pack_token_ids, write_row
 from constrained.closing import ClosingPlan
 from constrained.disk_cache import DiskCache
-from constrained.token_index import LazyTokenIndex, TokenVocabulary
-from constrained.token_index.automaton import DEAD
+from constrained.token_index import LazyTokenIndex, TokenIndex, TokenVocabulary
+from constrained.token_index.protocol import DEAD
 from constrained.tokenizer_info import TokenizerInfo
 from grammars import CompiledSchema, JsonSchemaOptions, SchemaError, compile_json_schema
 from grammars.ir import RuleGrammar
 from grammars.metaschema import MAX_DEPTH, pointer, too_deep
-
-if TYPE_CHECKING:  # outlines-core is the reference backend only: imported when that backend is built
-    from outlines_core import Index, Vocabulary
 
 GRAMMAR_SYNTAXES = ("lark", "gbnf")
 
@@ -45,18 +44,11 @@ class GrammarError(ValueError):
     """A constraint that cannot be compiled (bad regex, automaton too large, ...)."""
 
 
-def build_vocabulary(info: TokenizerInfo) -> Vocabulary:
-    """outlines-core vocabulary of the tokens a constraint may allow (`TokenizerInfo.tokens_by_bytes`)."""
-    from outlines_core import Vocabulary
-
-    return Vocabulary(min(info.eos_token_ids), info.tokens_by_bytes())
-
-
 @dataclass
 class Grammar:
     """An automaton over tokens; shared by every sequence that uses the same constraint."""
 
-    index: Index | LazyTokenIndex
+    index: TokenIndex
     info: TokenizerInfo
     source: RuleGrammar
     compile_seconds: float
@@ -80,8 +72,8 @@ class Grammar:
 
     @cached_property
     def closing(self) -> ClosingPlan | None:
-        """Budget-aware closing over the byte automaton; None for backends without one (outlines-core)."""
-        dfa = getattr(self.index, "dfa", None)
+        """Budget-aware closing over the byte automaton; None for an index without one (`TokenIndex.dfa`)."""
+        dfa = self.index.dfa
         return ClosingPlan(dfa, self.info) if dfa is not None else None
 
     def min_tokens(self) -> int:
@@ -93,35 +85,27 @@ class Grammar:
         string): empty where the output may end or more than one byte may come next. Cached per state."""
         forced = self._forced.get(state)
         if forced is None:
-            dfa = getattr(self.index, "dfa", None)
+            dfa = self.index.dfa
             out = bytearray()
             current = state
             while dfa is not None and current >= 0 and not dfa.is_final(current) and len(out) < limit:
                 row = dfa.row(current)
-                live = np.flatnonzero(dfa.trans[current] != DEAD)
-                if len(live) != 1:
+                if len(row) - row.count(DEAD) != 1:  # a choice of bytes (or none: never for a live state)
                     break
-                out.append(int(live[0]))
-                current = row[int(live[0])]
+                byte = next(b for b, nxt in enumerate(row) if nxt != DEAD)
+                out.append(byte)
+                current = row[byte]
             forced = self._forced[state] = bytes(out)
         return forced
 
     def state_mask(self, state: int) -> np.ndarray:
         """Packed int32 bitmask of the tokens allowed in `state` (EOS included when `state` accepts)."""
         mask = self._masks.get(state)
-        if mask is None and isinstance(self.index, LazyTokenIndex):
+        if mask is None:
             mask = self.index.allowed_mask(state)  # EOS excluded; cached (read-only) by the index itself
             if not self.is_final(state):
                 return mask
-            mask = mask | self.eos_mask
-            self._masks[state] = mask
-        if mask is None:
-            allowed = np.asarray(self.index.get_allowed_tokens(state) or [], dtype=np.int64)
-            allowed = allowed[~np.isin(allowed, self.eos_ids)]
-            if self.is_final(state):
-                allowed = np.concatenate([allowed, self.eos_ids])
-            mask = pack_token_ids(allowed, self.info.vocab_size)
-            self._masks[state] = mask
+            mask = self._masks[state] = mask | self.eos_mask
         return mask
 
 
@@ -203,8 +187,9 @@ def _schema_key(schema: Any) -> str:
 class GrammarCompiler:
     """Compiles constraints for one tokenizer, with a bounded LRU cache shared by all requests.
 
-    `backend="lazy"` (default) builds `constrained.token_index.LazyTokenIndex` (masks computed per state on
-    first visit); `backend="outlines"` builds outlines-core's `Index` up front (the reference oracle).
+    Each constraint gets a `constrained.token_index.LazyTokenIndex` (masks computed per state on first
+    visit; at most `max_states` automaton states, else `GrammarError`). Another `TokenIndex` (a test
+    oracle) plugs in as `Grammar(index, info, source, compile_seconds)`.
     `compile_schema` turns a schema into its grammar (`grammars.compile_json_schema` in this process by
     default; the server passes `constrained.compile_pool.IsolatedCompiler`); with a `disk_cache`
     (`constrained.disk_cache.DiskCache`) a schema compiled once, by any process, is not walked again.
@@ -215,22 +200,15 @@ class GrammarCompiler:
         info: TokenizerInfo,
         *,
         cache_size: int = 256,
-        backend: str = "lazy",
         max_states: int = 200_000,
         compile_schema: Callable[[Any, JsonSchemaOptions], CompiledSchema] = compile_json_schema,
         disk_cache: DiskCache | None = None,
     ) -> None:
         self.compile_schema = compile_schema
         self.disk_cache = disk_cache
-        if backend not in ("lazy", "outlines"):
-            raise ValueError(f"unknown token index backend {backend!r} (expected 'lazy' or 'outlines')")
         self.info = info
-        self.backend = backend
-        self.max_states = max_states  # automaton size budget (lazy backend): exceeding it fails the request
-        if backend == "outlines":
-            self._vocabulary = build_vocabulary(info)
-        else:
-            self._token_vocabulary = TokenVocabulary.from_info(info)
+        self.max_states = max_states  # automaton size budget: exceeding it fails the request
+        self._token_vocabulary = TokenVocabulary.from_info(info)
         self._cache: OrderedDict[tuple, Grammar] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -297,13 +275,8 @@ class GrammarCompiler:
         start = time.perf_counter()
         compiled = build()
         try:
-            if self.backend == "outlines":
-                from outlines_core import Index
-
-                index = Index(compiled.grammar.to_regex(), self._vocabulary)
-            else:
-                index = LazyTokenIndex(compiled.grammar, self._token_vocabulary, max_states=self.max_states)
-        except Exception as exc:  # outlines-core raises ValueError/RuntimeError on bad or huge regexes
+            index = LazyTokenIndex(compiled.grammar, self._token_vocabulary, max_states=self.max_states)
+        except Exception as exc:  # `RegexUnsupported` (syntax, size) and whatever else the build raises
             raise GrammarError(f"cannot build a token automaton: {exc}") from exc
         grammar = Grammar(index, self.info, compiled.grammar, time.perf_counter() - start, compiled.explain)
         if self.on_compiled is not None:

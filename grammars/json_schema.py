@@ -1419,7 +1419,20 @@ def _simple_not(schema: Any) -> bool:
 # are applied to the Flat itself, definitions constrain nothing, and every Flat flattened from ``allOf``,
 # ``anyOf`` or ``$ref`` has the branch or target node among its own sources, which are checked one by one.
 _CHECKED_ELSEWHERE = frozenset(
-    {"enum", "const", "type", "$defs", "definitions", "allOf", "anyOf", "$ref", "$id", "id", "$schema", "$anchor"}
+    {
+        "enum",
+        "const",
+        "type",
+        "$defs",
+        "definitions",
+        "allOf",
+        "anyOf",
+        "$ref",
+        "$id",
+        "id",
+        "$schema",
+        "$anchor",
+    }
 )
 
 

@@ -3,7 +3,8 @@
 - The regex's LANGUAGE (`regex` module partial full-matching): a token is allowed iff the text so far plus the
   token is a prefix of a word; a state is final iff the text is a word.
 - outlines-core's `Index`, bit for bit, on JSON-schema regexes (no prefix-overlapping alternatives: there its
-  leftmost-first determinisation and the language agree).
+  leftmost-first determinisation and the language agree), through the `TokenIndex` adapter of
+  `tests/outlines_reference.py`.
 """
 
 from __future__ import annotations
@@ -14,14 +15,19 @@ import random
 import numpy as np
 import pytest
 import regex as language
-from outlines_core import Index
 from outlines_core.json_schema import build_regex_from_schema
 
 from constrained.bitmask import pack_token_ids
-from constrained.grammar import build_vocabulary
-from constrained.token_index import LazyTokenIndex, RegexUnsupported, TokenVocabulary
+from constrained.token_index import (
+    ByteAutomaton,
+    LazyTokenIndex,
+    RegexUnsupported,
+    TokenIndex,
+    TokenVocabulary,
+)
 from constrained.token_index.automaton import utf8_sequences
 from constrained.tokenizer_info import TokenizerInfo
+from tests.outlines_reference import OutlinesReferenceIndex
 
 SCHEMAS = {
     "small": {
@@ -103,21 +109,21 @@ def synthetic() -> TokenizerInfo:
 
 def assert_parity(regex: str, info: TokenizerInfo, *, walks: int = 12, steps: int = 40, seed: int = 0) -> int:
     """Walk outlines-core and the lazy index with the same random allowed tokens; compare every mask."""
-    ref = Index(regex, build_vocabulary(info))
+    ref = OutlinesReferenceIndex(regex, info)
     mine = LazyTokenIndex(regex, TokenVocabulary.from_info(info))
-    eos = set(info.eos_token_ids)
     rng = random.Random(seed)
     checked = 0
     for _ in range(walks):
         a, b = ref.get_initial_state(), mine.get_initial_state()
         for step in range(steps):
-            expected = sorted(set(ref.get_allowed_tokens(a) or []) - eos)
+            expected = ref.get_allowed_tokens(a)  # EOS excluded
             got = mine.get_allowed_tokens(b).tolist()
             if expected != got:
                 extra = [info.token_bytes[t] for t in sorted(set(got) - set(expected))][:10]
                 missing = [info.token_bytes[t] for t in sorted(set(expected) - set(got))][:10]
                 raise AssertionError(f"{regex!r} step {step}: extra {extra} missing {missing}")
             assert np.array_equal(mine.allowed_mask(b), pack_token_ids(np.asarray(got), info.vocab_size))
+            assert np.array_equal(mine.allowed_mask(b), ref.allowed_mask(a))
             assert ref.is_final_state(a) == mine.is_final_state(b), (regex, step)
             checked += 1
             # a disallowed token is refused by both
@@ -254,20 +260,32 @@ def test_unsupported_regex(synthetic: TokenizerInfo) -> None:
             LazyTokenIndex(regex, vocab)
 
 
-def test_grammar_compiler_backends_agree(synthetic: TokenizerInfo) -> None:
+def test_lazy_index_is_a_token_index(synthetic: TokenizerInfo) -> None:
+    """`LazyTokenIndex` satisfies the `TokenIndex` protocol, byte automaton included; the reference adapter
+    satisfies it without one."""
+    index: TokenIndex = LazyTokenIndex("a|abc", TokenVocabulary.from_info(synthetic))
+    assert isinstance(index, TokenIndex) and isinstance(index.dfa, ByteAutomaton)
+    reference: TokenIndex = OutlinesReferenceIndex("a|abc", synthetic)
+    assert isinstance(reference, TokenIndex) and reference.dfa is None
+
+
+def test_grammar_over_the_reference_index_agrees(synthetic: TokenizerInfo) -> None:
+    """A `Grammar` over outlines-core's index (plugged in as a `TokenIndex`) fills the same masks and takes
+    the same tokens as the compiler's lazy one."""
     import torch
 
     from constrained.bitmask import allocate_bitmask
-    from constrained.grammar import GrammarCompiler, GrammarError
+    from constrained.grammar import Grammar, GrammarCompiler, GrammarError
 
-    lazy, ref = GrammarCompiler(synthetic), GrammarCompiler(synthetic, backend="outlines")
-    with pytest.raises(ValueError):
-        GrammarCompiler(synthetic, backend="nope")
+    lazy = GrammarCompiler(synthetic)
     with pytest.raises(GrammarError):
         lazy.compile_regex("a(?=b)")
     rng = random.Random(7)
     for regex in ['\\{ ?"(?:a|ab|abc)" ?: ?(?:[0-9]{1,3}|"[^"]{0,3}") ?\\}', "(?:a{1,3}c){2,5}d"]:
-        m1, m2 = lazy.compile_regex(regex).matcher(), ref.compile_regex(regex).matcher()
+        mine = lazy.compile_regex(regex)
+        ref = Grammar(OutlinesReferenceIndex(mine.source.to_regex(), synthetic), synthetic, mine.source, 0.0)
+        assert ref.closing is None and ref.min_tokens() == 0 and ref.forced_bytes(ref.initial_state) == b""
+        m1, m2 = mine.matcher(), ref.matcher()
         b1, b2 = allocate_bitmask(1, synthetic.vocab_size), allocate_bitmask(1, synthetic.vocab_size)
         for _ in range(30):
             m1.fill_bitmask(b1, 0)
