@@ -1,8 +1,9 @@
 """Constraints: what the output must be, as plain values, and the one way each becomes a `Grammar`.
 
 Every surface goes through here: the server maps a chat request onto these values, the `transformers`
-processors (`constrained.hf`) and the vLLM logits processor (`constrained.vllm_backend`) map their arguments
-onto them; none of them derives a grammar by itself. Nothing here knows HTTP or vLLM.
+processors (`constrained.hf`) and the vLLM logits processor (`constrained.vllm_backend`; its request
+arguments are read by `constrained.vllm_xargs`) map their arguments onto them; none of them derives a
+grammar by itself. Nothing here knows HTTP or vLLM.
 
 Contract:
 - Output constraints are frozen values of plain data: `JsonSchema(schema, name=None, strict=None)`,

@@ -7,28 +7,12 @@ processor**, vLLM v1's supported extension point:
     vllm serve MODEL --logits-processors constrained.vllm_backend:ConstrainedLogitsProcessor
 
 (or `LLM(model=..., logits_processors=[ConstrainedLogitsProcessor])`). A request opts in through
-`vllm_xargs` (OpenAI SDK: `extra_body={"vllm_xargs": {...}}`; offline: `SamplingParams.extra_args`); values
-are strings because `vllm_xargs` only carries scalars:
-
-- `constrained_schema`: a JSON Schema as JSON text (what `response_format.json_schema.schema` holds);
-- `constrained_json_object`: any non-empty value = any JSON object (`response_format: json_object`);
-- `constrained_regex`: a regular expression the whole output must match;
-- `constrained_grammar`: a context-free grammar the output must derive from, in Lark syntax (vLLM's
-  `structured_outputs.grammar`) or GBNF with `constrained_grammar_syntax: "gbnf"`;
-- `constrained_tools`: the OpenAI `tools` list as JSON text, with `constrained_tool_choice` ("auto",
-  "required" or a function name; default "auto") and `constrained_parallel_tool_calls` ("true"/"false",
-  default "true"): the Hermes `<tool_call>` grammar of `constrained.constraints.Tools` ("none" leaves the
-  output unconstrained). Send the same `tools` to vLLM with `tool_choice: "none"` so its chat template puts
-  them in the prompt without vLLM constraining anything.
-
-Do not also send vLLM's own `response_format` / `structured_outputs` for the same request: its backend would
-intersect its grammar with ours. `constrained.vllm_backend.xargs_for(response_format=..., tools=...)` builds
-the `vllm_xargs` from OpenAI-shaped arguments.
+`vllm_xargs`: the keys, `ConstraintSpec`, `spec_from_extra_args` and the client-side `xargs_for` live in
+`constrained.vllm_xargs` and are re-exported here (`constrained.vllm_backend.xargs_for(response_format=...,
+tools=...)`), as is `ConstrainedStructuredOutputGrammar` (`constrained.vllm_structured_output`, vLLM's
+`StructuredOutputGrammar` interface for a build that registers backends).
 
 Contract:
-- `spec_from_extra_args` reads a request's `ConstraintSpec`; `ConstraintSpec.constraint()` is its
-  `constrained.constraints` value, through which it is checked (`check`, at admission) and compiled
-  (`compile`), exactly as the server's constraints are.
 - `ConstraintBatch` (vLLM-independent, tested without vLLM) keeps one
   `constrained.row_constraint.RowConstraint` per key (a request id, or a persistent-batch row in the
   processor; no closing margin: vLLM cuts at its own `max_tokens`), advances it from the request's
@@ -44,16 +28,12 @@ Contract:
 - `ConstrainedLogitsProcessorV2` is the same for Model Runner V2 (`vllm.v1.worker.gpu`), which vLLM selects
   by default when Triton is available: per-slot state from `add_request`, committed tokens read from
   `req_states` (one small device-to-host copy per step of the constrained slots' new tokens).
-- `ConstrainedStructuredOutputGrammar` implements vLLM's `StructuredOutputGrammar` (accept_tokens,
-  validate_tokens, rollback, fill_bitmask, is_terminated, reset) over a `RowConstraint`, for a vLLM build that
-  registers a backend (none of the public ones does today).
 Each vLLM worker process (one per tensor-parallel rank, per replica) builds its own compiler; grammars are
 cached per process, so every rank computes identical masks.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -63,147 +43,43 @@ import numpy as np
 import torch
 
 from constrained.bitmask import allocate_bitmask, apply_bitmask_
-from constrained.constraints import (
-    TOOL_CHOICES,
-    Constraint,
-    JsonObject,
-    JsonSchema,
-    Regex,
-    TextGrammar,
-    Tools,
-    ToolSpec,
-)
-from constrained.grammar import GRAMMAR_SYNTAXES, Grammar, GrammarCompiler, Matcher
+from constrained.grammar import Grammar, GrammarCompiler
 from constrained.row_constraint import RowConstraint
-
-logger = logging.getLogger(__name__)
-
-XARG_SCHEMA = "constrained_schema"
-XARG_JSON_OBJECT = "constrained_json_object"
-XARG_REGEX = "constrained_regex"
-XARG_GRAMMAR = "constrained_grammar"
-XARG_GRAMMAR_SYNTAX = "constrained_grammar_syntax"
-XARG_TOOLS = "constrained_tools"
-XARG_TOOL_CHOICE = "constrained_tool_choice"
-XARG_PARALLEL = "constrained_parallel_tool_calls"
-XARGS = (
-    XARG_SCHEMA,
-    XARG_JSON_OBJECT,
-    XARG_REGEX,
+from constrained.vllm_structured_output import ConstrainedStructuredOutputGrammar
+from constrained.vllm_xargs import (
     XARG_GRAMMAR,
     XARG_GRAMMAR_SYNTAX,
-    XARG_TOOLS,
-    XARG_TOOL_CHOICE,
+    XARG_JSON_OBJECT,
     XARG_PARALLEL,
+    XARG_REGEX,
+    XARG_SCHEMA,
+    XARG_TOOL_CHOICE,
+    XARG_TOOLS,
+    ConstraintSpec,
+    spec_from_extra_args,
+    xargs_for,
 )
 
+__all__ = [
+    "XARG_GRAMMAR",
+    "XARG_GRAMMAR_SYNTAX",
+    "XARG_JSON_OBJECT",
+    "XARG_PARALLEL",
+    "XARG_REGEX",
+    "XARG_SCHEMA",
+    "XARG_TOOLS",
+    "XARG_TOOL_CHOICE",
+    "ConstrainedLogitsProcessor",
+    "ConstrainedLogitsProcessorV2",
+    "ConstrainedStructuredOutputGrammar",
+    "ConstraintBatch",
+    "ConstraintSpec",
+    "RequestConstraint",
+    "spec_from_extra_args",
+    "xargs_for",
+]
 
-# ------------------------------------------------------------------------------------------ request specs
-@dataclass(frozen=True)
-class ConstraintSpec:
-    """What one request asks for, parsed from its `extra_args` (`vllm_xargs`)."""
-
-    kind: str  # "json_schema" | "json_object" | "regex" | "grammar" | "tools"
-    source: str  # JSON text of the schema / the tools, the regex, or the grammar text
-    tool_choice: str = "auto"
-    parallel: bool = True
-    syntax: str = "lark"  # of a grammar: "lark" | "gbnf"
-
-    def constraint(self) -> Constraint:
-        """The constraint layer's value of this spec (`ValueError` for malformed tools)."""
-        if self.kind == "json_schema":
-            return JsonSchema(json.loads(self.source))
-        if self.kind == "json_object":
-            return JsonObject()
-        if self.kind == "regex":
-            return Regex(self.source)
-        if self.kind == "grammar":
-            return TextGrammar(self.source, self.syntax)
-        tools = tuple(ToolSpec.from_openai(t, i) for i, t in enumerate(json.loads(self.source)))
-        if self.tool_choice in TOOL_CHOICES:
-            return Tools(tools, choice=self.tool_choice, parallel=self.parallel)
-        return Tools(tools, function=self.tool_choice, parallel=self.parallel)
-
-    def compile(self, compiler: GrammarCompiler) -> Grammar | None:
-        """The grammar (None: the output is not constrained, tool_choice "none")."""
-        return self.constraint().compile(compiler)
-
-    def check(self) -> None:
-        """What needs no tokenizer (schema → rules, grammar text → rules, tools), raising a ValueError
-        naming the problem."""
-        self.constraint().check()
-
-
-def spec_from_extra_args(extra_args: Mapping[str, Any] | None) -> ConstraintSpec | None:
-    """The request's constraint, or None when it has none; ValueError for malformed arguments."""
-    if not extra_args:
-        return None
-    kinds = (XARG_SCHEMA, XARG_JSON_OBJECT, XARG_REGEX, XARG_GRAMMAR, XARG_TOOLS)
-    given = [key for key in kinds if extra_args.get(key)]
-    if not given:
-        return None
-    if len(given) > 1:
-        raise ValueError(f"give at most one of {', '.join(given)}")
-    key = given[0]
-    value = extra_args[key]
-    if key == XARG_JSON_OBJECT:
-        return ConstraintSpec("json_object", "")
-    if key == XARG_REGEX:
-        if not isinstance(value, str):
-            raise ValueError(f"{key} must be a string")
-        return ConstraintSpec("regex", value)
-    if key == XARG_GRAMMAR:
-        syntax = extra_args.get(XARG_GRAMMAR_SYNTAX) or "lark"
-        if not isinstance(value, str) or syntax not in GRAMMAR_SYNTAXES:
-            raise ValueError(f"{key} must be a string and {XARG_GRAMMAR_SYNTAX} 'lark' or 'gbnf'")
-        return ConstraintSpec("grammar", value, syntax=syntax)
-    text = value if isinstance(value, str) else json.dumps(value)
-    try:
-        parsed = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{key} is not valid JSON: {exc}") from None
-    if key == XARG_SCHEMA:
-        if not isinstance(parsed, dict | bool):
-            raise ValueError(f"{key} must be a JSON Schema (an object or a boolean)")
-        return ConstraintSpec("json_schema", json.dumps(parsed))  # key order kept: it is the output order
-    if not isinstance(parsed, list) or not parsed:
-        raise ValueError(f"{key} must be a non-empty list of tools")
-    choice = str(extra_args.get(XARG_TOOL_CHOICE) or "auto")
-    parallel = str(extra_args.get(XARG_PARALLEL, "true")).lower() not in ("false", "0", "no")
-    return ConstraintSpec("tools", json.dumps(parsed), choice, parallel)
-
-
-def xargs_for(
-    *,
-    response_format: Mapping[str, Any] | None = None,
-    tools: Sequence[Mapping[str, Any]] | None = None,
-    tool_choice: str | Mapping[str, Any] | None = None,
-    parallel_tool_calls: bool = True,
-    grammar: str | None = None,
-    grammar_syntax: str = "lark",
-) -> dict[str, str]:
-    """`vllm_xargs` for OpenAI-shaped `response_format` / `tools`, or a `grammar` in `grammar_syntax`
-    ("lark", as vLLM's `structured_outputs.grammar`, or "gbnf") (client side; no vLLM needed)."""
-    xargs: dict[str, str] = {}
-    if grammar is not None:
-        TextGrammar(grammar, grammar_syntax)  # ValueError for an unknown syntax
-        xargs[XARG_GRAMMAR] = grammar
-        xargs[XARG_GRAMMAR_SYNTAX] = grammar_syntax
-    elif tools:
-        xargs[XARG_TOOLS] = json.dumps(list(tools))
-        if isinstance(tool_choice, Mapping):
-            tool_choice = tool_choice["function"]["name"]
-        xargs[XARG_TOOL_CHOICE] = tool_choice or "auto"
-        xargs[XARG_PARALLEL] = "true" if parallel_tool_calls else "false"
-    elif response_format is not None:
-        kind = response_format.get("type")
-        if kind == "json_schema":
-            xargs[XARG_SCHEMA] = json.dumps(response_format["json_schema"]["schema"])
-        elif kind == "json_object":
-            xargs[XARG_JSON_OBJECT] = "1"
-        elif kind != "text":
-            raise ValueError(f"unknown response_format type {kind!r}")
-    return xargs
+logger = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------ the batch
@@ -213,10 +89,6 @@ class RequestConstraint:
     def __init__(self, constraint: RowConstraint, output_token_ids: Sequence[int] | None = None) -> None:
         self.constraint = constraint
         self.output_token_ids = output_token_ids  # vLLM's live list of the request's output tokens
-
-    @property
-    def matcher(self) -> Matcher:
-        return self.constraint.matcher
 
     @property
     def consumed(self) -> int:
@@ -483,57 +355,3 @@ def _tensor(buffer: Any) -> torch.Tensor:
         if isinstance(value, torch.Tensor):
             return value
     raise TypeError(f"cannot read tokens from {type(buffer).__name__}")
-
-
-# ------------------------------------------------------------------------------------------ backend shape
-try:
-    from vllm.v1.structured_output.backend_types import StructuredOutputGrammar as _SOGrammar
-except Exception:
-    _SOGrammar = object  # type: ignore[assignment,misc]
-
-
-class ConstrainedStructuredOutputGrammar(_SOGrammar):
-    """vLLM's `StructuredOutputGrammar` over one of our matchers (for a build that registers backends)."""
-
-    def __init__(self, grammar: Grammar) -> None:
-        self.grammar = grammar
-        self.constraint = RowConstraint(grammar)
-
-    @property
-    def matcher(self) -> Matcher:
-        return self.constraint.matcher
-
-    @property
-    def num_processed_tokens(self) -> int:
-        return self.constraint.accepted
-
-    def accept_tokens(self, request_id: str, tokens: list[int]) -> bool:
-        if not self.constraint.accept_tokens(tokens):
-            logger.warning("request %s: tokens %s refused by the grammar", request_id, tokens)
-            return False
-        return True
-
-    def validate_tokens(self, tokens: list[int]) -> list[int]:
-        accepted: list[int] = []
-        for token in tokens:
-            if not self.constraint.accept(token):
-                break
-            accepted.append(token)
-        self.constraint.rollback(len(accepted))
-        return accepted
-
-    def rollback(self, num_tokens: int) -> None:
-        self.constraint.rollback(num_tokens)
-
-    def fill_bitmask(self, bitmask: torch.Tensor, idx: int) -> None:
-        self.constraint.fill(bitmask, idx)
-
-    def forced_tokens(self, tokenizer: Any, limit: int = 32) -> list[int]:
-        """The tokens the constraint forces next (XGrammar's jump-forward, as canonical token ids)."""
-        return self.constraint.forced_tokens(tokenizer, limit)
-
-    def is_terminated(self) -> bool:
-        return self.constraint.is_terminated()
-
-    def reset(self) -> None:
-        self.constraint = RowConstraint(self.grammar)
