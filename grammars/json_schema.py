@@ -213,6 +213,7 @@ class _Compiler:
         self._dropped: list[tuple[str, str]] = []  # (keyword, pointer) whose complement is not generated
         self.rules: list[str] = []
         self.recursive: set[int] = set()
+        self.open_content: set[int] = set()  # see `RuleGrammar.open_content`
         self.size = 0  # characters of the rules written so far
         self._memo: dict[tuple, str | None] = {}  # node-set key -> fragment (None: unsatisfiable)
         self._open: dict[tuple, int | None] = {}  # keys being compiled -> rule id once called recursively
@@ -258,14 +259,15 @@ class _Compiler:
 
     def excluding(self, words: list[str]) -> str:
         """String content (any length) whose decoded value is none of ``words``: a trie of the words whose
-        nodes are rules (linear in the words' total length)."""
+        nodes are rules (linear in the words' total length). Every node is `open_content`: a string that is
+        a word, or a word's prefix, goes on into one that is not."""
         trie: dict[str, Any] = {}
         for w in words:
             node = trie
             for c in w:
                 node = node.setdefault(c, {})
             node[""] = {}
-        anything = self.shared(group(ANY_CHAR) + "*")
+        anything = self.open_rule(group(ANY_CHAR) + "*")
 
         def walk(node: dict[str, Any]) -> str:
             children = tuple(sorted(k for k in node if k))
@@ -275,9 +277,16 @@ class _Compiler:
                 parts.append(other + anything)
             for c in children:
                 parts.append(_char_forms(c) + concat_atom(walk(node[c])))
-            return self.shared(alt(parts))
+            return self.open_rule(alt(parts))
 
         return walk(trie)
+
+    def open_rule(self, fragment: str) -> str:
+        """A call of a rule holding ``fragment``, JSON-string content that the caller knows every content
+        string is a prefix of (`RuleGrammar.open_content`)."""
+        done = self.shared(fragment, limit=0)
+        self.open_content.add(int(done[3:-1]))
+        return done
 
     def reserve_rule(self) -> int:
         self.rules.append("")
@@ -1556,6 +1565,10 @@ def _compile(schema: dict | bool, options: JsonSchemaOptions) -> CompiledSchema:
         raise SchemaError(f"not a finite JSON number: {exc}", "$", "") from None
     explain = tuple(ExplainEntry(p, tuple(sorted(k))) for p, k in sorted(compiler.explain.items()))
     grammar = RuleGrammar(
-        compiler.budget(root, ""), tuple(compiler.rules), frozenset(compiler.recursive), options.stack_limit
+        compiler.budget(root, ""),
+        tuple(compiler.rules),
+        frozenset(compiler.recursive),
+        options.stack_limit,
+        frozenset(compiler.open_content),
     )
     return CompiledSchema(grammar, explain)

@@ -40,4 +40,6 @@ def think_then(
     answer: RuleGrammar, open_tag: str = DEFAULT_OPEN_TAG, close_tag: str = DEFAULT_CLOSE_TAG
 ) -> RuleGrammar:
     prefix = f"(?:{lit(open_tag)})?{text_without(close_tag)}{lit(close_tag)}[\\n ]{{0,3}}"
-    return RuleGrammar(prefix + f"(?:{answer.root})", answer.rules, answer.recursive, answer.stack_limit)
+    return RuleGrammar(
+        prefix + f"(?:{answer.root})", answer.rules, answer.recursive, answer.stack_limit, answer.open_content
+    )

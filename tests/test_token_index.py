@@ -368,6 +368,27 @@ def test_mask_shortcuts_match_the_rows(case: int, vocabulary: str, request) -> N
     assert shortcuts
 
 
+@pytest.mark.parametrize(
+    "schema",
+    [
+        SHORTCUT_SCHEMAS[-1],
+        {"type": "object", "properties": {"": {}, "a": {}, "\u00e9\u4e2d": {}, 'a"b': {}}},
+        {"type": "string", "not": {"enum": ["x", "xy", "\U0001f600"]}},
+    ],
+)
+def test_open_content_rules_keep_their_promise(schema: dict) -> None:
+    """Every rule the compiler marks `open_content` takes every JSON-string content string as a prefix: the
+    automaton's own exploration (the one the mark lets it skip) proves it rule by rule."""
+    grammars = pytest.importorskip("grammars")
+    from constrained.token_index.automaton import TermStore
+
+    grammar = grammars.compile_json_schema(schema).grammar
+    assert grammar.open_content
+    store = TermStore(grammar.rules, grammar.recursive)  # no marks: the closure decides
+    for rule in grammar.open_content:
+        assert store._universal_closure((store.ref(rule),)) is not None, grammar.rules[rule]
+
+
 def test_counter_masks_at_every_position() -> None:
     """Through a `maxLength` string one character at a time: each position's mask is exact, also where the
     remaining length is about the longest token (the horizon of the shared masks)."""

@@ -195,9 +195,15 @@ def _category(cat) -> tuple[tuple[int, int], ...]:
 
 class TermStore:
     """Hash-consed terms over bytes, with cached ordered linear forms. `rules` are the grammar's rule
-    fragments (parsed on first call), `recursive` the ids of the rules that call themselves."""
+    fragments (parsed on first call), `recursive` the ids of the rules that call themselves, `open_content`
+    those every JSON-string content string is a prefix of (`RuleGrammar.open_content`)."""
 
-    def __init__(self, rules: tuple[str, ...] = (), recursive: frozenset[int] = frozenset()) -> None:
+    def __init__(
+        self,
+        rules: tuple[str, ...] = (),
+        recursive: frozenset[int] = frozenset(),
+        open_content: frozenset[int] = frozenset(),
+    ) -> None:
         self.kind: list[int] = [K_EMPTY, K_EPS, K_RET]
         self.data: list[tuple] = [(), (), ()]
         self.depth: list[int] = [0, 0, 1]  # RET markers in a term's concatenation spine (open calls)
@@ -207,6 +213,7 @@ class TermStore:
         self.has_intersections = False
         self.rules = rules
         self.recursive = recursive
+        self.open_content = open_content
         self._rule_terms: dict[int, int] = {}
         self._rule_shortest: dict[int, bytes | None] = {}  # recursive rules, solved together
         self._open: set[int] = set()  # calls whose linear form is being computed (left recursion check)
@@ -482,9 +489,12 @@ class TermStore:
 
     def content_universal(self, heads: tuple[int, ...]) -> bool:
         """Whether every string of JSON-string content characters is a prefix of a string of one of `heads`
-        (sorted terms; an open object's additional key takes any name but the declared ones). Explores the
-        derivatives by whole characters (sets of live threads), at most `UNIVERSAL_LIMIT` of them; when it
-        succeeds every set it saw is universal too, so the key positions of an object share one walk."""
+        (sorted terms; an open object's additional key takes any name but the declared ones). True at once
+        when a head calls an `open_content` rule; else explores the derivatives by whole characters (sets of
+        live threads), at most `UNIVERSAL_LIMIT` of them; when it succeeds every set it saw is universal too,
+        so the key positions of an object share one walk."""
+        if any(self.kind[h] == K_REF and self.data[h][0] in self.open_content for h in heads):
+            return True  # the compiler's promise: no need to explore the rule
         res = self._universal.get(heads)
         if res is None:
             seen = self._universal_closure(heads)
@@ -1026,7 +1036,7 @@ class LazyDFA:
             grammar = RuleGrammar.of_regex(grammar)
         self.grammar = grammar
         self.stack_limit = grammar.stack_limit
-        self.store = TermStore(grammar.rules, grammar.recursive)
+        self.store = TermStore(grammar.rules, grammar.recursive, grammar.open_content)
         self.root = parse_regex(grammar.root, self.store)
         if not self.store.productive(self.root):
             raise RegexUnsupported(

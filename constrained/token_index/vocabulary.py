@@ -7,11 +7,13 @@ Built once per tokenizer (cached by `TokenizerInfo.fingerprint`). Nodes are numb
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Mapping
 
 import numpy as np
 
+from constrained.token_index.automaton import STRING_CONTENT
 from constrained.tokenizer_info import TokenizerInfo
 
 _CACHE: dict[str, TokenVocabulary] = {}
@@ -73,9 +75,9 @@ class TokenVocabulary:
         return bufs
 
 
-STRING_CONTENT_EXCLUDED = (
-    frozenset('"\\') | frozenset(map(chr, range(0x20))) | frozenset(map(chr, range(0x7F, 0xA0)))
-)
+_CONTENT_RUN = re.compile(
+    "[" + "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in STRING_CONTENT) + "]*"
+)  # a run of JSON-string content characters (`automaton.STRING_CONTENT`)
 
 
 def _is_string_content(data: bytes) -> bool:
@@ -83,7 +85,7 @@ def _is_string_content(data: bytes) -> bool:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return False
-    return STRING_CONTENT_EXCLUDED.isdisjoint(text)
+    return _CONTENT_RUN.fullmatch(text) is not None
 
 
 class _Trie:
