@@ -50,7 +50,21 @@ from .ir import DEFAULT_STACK_LIMIT, NOTHING, RuleGrammar, call, intersection, i
 from .negation import Negated, complement, negated
 from .numbers import Bound, integer_regex, number_regex
 from .refs import ROOT_URI, Node, Registry, dialect_of, escape_token
-from .regex import MAX_CP, alt, concat_atom, cps_json, group, lit, opt, repeat, star, string_literal
+from .regex import (
+    MAX_CP,
+    RAW_ONLY,
+    alt,
+    concat_atom,
+    cps_class,
+    cps_json,
+    cps_subtract,
+    group,
+    lit,
+    opt,
+    repeat,
+    star,
+    string_literal,
+)
 from .strings import (
     ANY_CHAR,
     FORMATS,
@@ -268,12 +282,18 @@ class _Compiler:
                 node = node.setdefault(c, {})
             node[""] = {}
         anything = self.open_rule(group(ANY_CHAR) + "*")
+        # a character that is not raw printable ASCII, then anything: shared by the nodes whose children
+        # are all `RAW_ONLY` (their other characters are then a small class and this one call)
+        not_raw = self.shared(concat_atom(cps_json(cps_subtract([(0, MAX_CP)], RAW_ONLY))) + anything, 0)
 
         def walk(node: dict[str, Any]) -> str:
             children = tuple(sorted(k for k in node if k))
             parts = [] if "" in node else [""]
-            other = _other_char_forms(children)
-            if other:
+            raw = _raw_class_but(children)
+            if raw is not None:
+                parts += [raw + anything] if raw else []
+                parts.append(not_raw)
+            elif other := _other_char_forms(children):
                 parts.append(other + anything)
             for c in children:
                 parts.append(_char_forms(c) + concat_atom(walk(node[c])))
@@ -1472,6 +1492,19 @@ def _int_upper(b: Bound) -> int:
 def _char_forms(c: str) -> str:
     """Every JSON-string form of the character ``c`` (raw, escapes), ready to concatenate."""
     return concat_atom(cps_json([(ord(c), ord(c))]) or "")
+
+
+_RAW_ONLY_CHARS = frozenset(chr(cp) for lo, hi in RAW_ONLY for cp in range(lo, hi + 1))
+
+
+@lru_cache(maxsize=4096)
+def _raw_class_but(chars: tuple[str, ...]) -> str | None:
+    """The class of the `RAW_ONLY` characters but ``chars`` ('' when none is left); None when one of
+    ``chars`` is not `RAW_ONLY` (it has other forms than itself)."""
+    if not _RAW_ONLY_CHARS.issuperset(chars):
+        return None
+    others = cps_subtract(RAW_ONLY, [(ord(c), ord(c)) for c in chars])
+    return cps_class(others) if others else ""
 
 
 @lru_cache(maxsize=4096)

@@ -231,10 +231,14 @@ def fixed_range(lo: int, hi: int, width: int, base: int = 10) -> str:
 
 
 _SURR = [(0xD800, 0xDFFF)]
+# Printable ASCII but `"`, `\` and `/`: written raw only, never as a `\u00XX` escape (a documented spelling
+# restriction that keeps every "any character but these letters" small: see `json_schema.excluding`).
+RAW_ONLY: CPSet = [(0x20, 0x21), (0x23, 0x2E), (0x30, 0x5B), (0x5D, 0x7E)]
 
 
 def cps_json(s: CPSet) -> str | None:
-    """Regex of every JSON-string-content form of one character of the set ``s``; None if empty."""
+    """Regex of the JSON-string-content forms generated for one character of the set ``s`` (raw, short
+    escapes, ``\\uXXXX`` escapes but of `RAW_ONLY` characters, surrogate pairs); None if empty."""
     return _cps_json(tuple(cps_norm(s)))
 
 
@@ -250,7 +254,7 @@ def _cps_json(s: tuple[tuple[int, int], ...]) -> str | None:
     for cp, esc in _SHORT.items():
         if cps_intersect(s, [(cp, cp)]):
             parts.append(esc)
-    bmp = cps_intersect(s, [(0, 0xFFFF)])
+    bmp = cps_subtract(cps_intersect(s, [(0, 0xFFFF)]), RAW_ONLY)
     hexparts = [fixed_range(lo, hi, 4, 16) for lo, hi in bmp]
     if hexparts:
         parts.append("\\\\u" + concat_atom(alt(hexparts)))

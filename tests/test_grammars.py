@@ -404,6 +404,23 @@ def test_whitespace_option() -> None:
     assert compact.accepts('{"a":[1,2]}') and not compact.accepts('{ "a":[1,2]}')
 
 
+def test_printable_ascii_is_written_raw() -> None:
+    """Printable ASCII (but `"`, `\\`, `/`) has one spelling, itself: a `\\u00XX` escape of it is never
+    generated inside a string the schema constrains (a documented restriction), so an open object's other
+    keys exclude the declared names by their raw letters alone; every other character keeps all its JSON
+    forms, and a string the schema does not constrain takes any escape."""
+    dfa = LazyDFA(compile_json_schema({"properties": {"ab": {"type": "integer"}}}).grammar)
+    assert dfa.accepts('{"ab":1}') and not dfa.accepts('{"ab":"x"}')
+    assert dfa.accepts('{"ac":"x"}') and dfa.accepts('{"a":"x"}') and dfa.accepts('{"abc":"x"}')
+    assert not dfa.accepts('{"a\\u0062":"x"}')  # "ab" spelled with an escape: not generated
+    for key in ("a\\u00e9", "a\\/", "a\\u002f", "a\\n", "a\\u0022", "\\ud83d\\ude00"):
+        assert dfa.accepts('{"' + key + '":"x"}'), key
+    short = LazyDFA(compile_json_schema({"type": "string", "maxLength": 3}).grammar)
+    assert short.accepts('"\\u00e9\\u001f\\\\"') and not short.accepts('"\\u0041"')
+    free = LazyDFA(compile_json_schema({"type": "string"}).grammar)  # unconstrained content: any escape
+    assert free.accepts('"\\u0041"')
+
+
 def test_explain_names_enforced_keywords() -> None:
     compiled = compile_json_schema(
         {"type": "object", "properties": {"a": {"type": "string", "maxLength": 2}}}
