@@ -8,9 +8,11 @@ intersections and complements must not be recursive. A
 rule is written once and called by id wherever it is used, so a grammar's size is linear in its schema's
 size. Rules in ``recursive`` call themselves (directly or through others): the token automaton expands them
 through a stack (continuations), bounded by ``stack_limit`` open recursive calls at any point of an output.
-Rules in ``open_content`` are JSON-string content every content string is a prefix of (any key but a few
-declared names): a promise of the compiler that lets the token index allow every content token where such
-a rule is being matched, without exploring it.
+Rules in ``productive`` are recursive rules the compiler knows to match some finite string (the
+any-JSON-value rule, whose ``null`` ends it): the token index need not check them. Rules in
+``open_content`` are JSON-string content every content string is a prefix of (any key but a few declared
+names): a promise of the compiler that lets the token index allow every content token where such a rule is
+being matched, without exploring it.
 
 Fragments use the regex syntax of :mod:`grammars.regex`; ``(?&`` never appears in that syntax otherwise (a
 literal ``(`` is always escaped, ``&`` is escaped inside classes). :meth:`RuleGrammar.to_regex` exports a
@@ -84,6 +86,7 @@ class RuleGrammar:
     recursive: frozenset[int] = frozenset()
     stack_limit: int = DEFAULT_STACK_LIMIT
     open_content: frozenset[int] = frozenset()
+    productive: frozenset[int] = frozenset()
 
     @classmethod
     def of_regex(cls, regex: str) -> RuleGrammar:
@@ -131,6 +134,7 @@ class GrammarBuilder:
     recursive: set[int] = field(default_factory=set)
     stack_limit: int = DEFAULT_STACK_LIMIT
     open_content: set[int] = field(default_factory=set)
+    productive: set[int] = field(default_factory=set)
 
     def embed(self, grammar: RuleGrammar) -> str:
         """Append ``grammar``'s rules; returns its root fragment, to use inside this grammar."""
@@ -138,10 +142,16 @@ class GrammarBuilder:
         self.rules.extend(renumber(body, offset) for body in grammar.rules)
         self.recursive.update(r + offset for r in grammar.recursive)
         self.open_content.update(r + offset for r in grammar.open_content)
+        self.productive.update(r + offset for r in grammar.productive)
         self.stack_limit = min(self.stack_limit, grammar.stack_limit)
         return renumber(grammar.root, offset)
 
     def build(self, root: str) -> RuleGrammar:
         return RuleGrammar(
-            root, tuple(self.rules), frozenset(self.recursive), self.stack_limit, frozenset(self.open_content)
+            root,
+            tuple(self.rules),
+            frozenset(self.recursive),
+            self.stack_limit,
+            frozenset(self.open_content),
+            frozenset(self.productive),
         )

@@ -30,10 +30,8 @@ import json
 import math
 import re
 import sys
-import threading
 import time
 from collections.abc import Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from functools import lru_cache
@@ -65,6 +63,7 @@ from .regex import (
     star,
     string_literal,
 )
+from .stack import deep_recursion
 from .strings import (
     ANY_CHAR,
     FORMATS,
@@ -228,6 +227,7 @@ class _Compiler:
         self.rules: list[str] = []
         self.recursive: set[int] = set()
         self.open_content: set[int] = set()  # see `RuleGrammar.open_content`
+        self.productive: set[int] = set()  # see `RuleGrammar.productive`
         self.size = 0  # characters of the rules written so far
         self._memo: dict[tuple, str | None] = {}  # node-set key -> fragment (None: unsatisfiable)
         self._open: dict[tuple, int | None] = {}  # keys being compiled -> rule id once called recursively
@@ -295,9 +295,8 @@ class _Compiler:
                 parts.append(not_raw)
             elif other := _other_char_forms(children):
                 parts.append(other + anything)
-            for c in children:
-                parts.append(_char_forms(c) + concat_atom(walk(node[c])))
-            return self.open_rule(alt(parts))
+            parts += [_char_forms(c) + walk(node[c]) for c in children]  # a form, then the child's call
+            return self.open_rule("(?:" + "|".join(parts) + ")")  # atoms' concatenations: no regex scan
 
         return walk(trie)
 
@@ -320,6 +319,7 @@ class _Compiler:
         if self._any_rule is None:
             rule = self._any_rule = self.reserve_rule()
             self.recursive.add(rule)
+            self.productive.add(rule)  # `null` ends it
             inner, ws = call(rule), self.ws
             kv = f'"{LOOSE_CONTENT}":{ws}{inner}'
             body = alt(
@@ -1489,6 +1489,7 @@ def _int_upper(b: Bound) -> int:
 
 
 @lru_cache(maxsize=4096)
+@lru_cache(maxsize=4096)
 def _char_forms(c: str) -> str:
     """Every JSON-string form of the character ``c`` (raw, escapes), ready to concatenate."""
     return concat_atom(cps_json([(ord(c), ord(c))]) or "")
@@ -1550,31 +1551,8 @@ def compile_json_schema(
     schema: dict | bool, options: JsonSchemaOptions = JsonSchemaOptions()
 ) -> CompiledSchema:
     """Compile ``schema`` into a regex of its instances' JSON texts (see the module docstring)."""
-    with _recursion_limit(200 + FRAMES_PER_LEVEL * options.max_depth):
+    with deep_recursion(200 + FRAMES_PER_LEVEL * options.max_depth):
         return _compile(schema, options)
-
-
-_LIMIT_LOCK = threading.Lock()
-_running = 0  # compiles running now (under the lock)
-_original_limit = 0  # Python's recursion limit before the first of them
-
-
-@contextmanager
-def _recursion_limit(needed: int):
-    """Python's recursion limit at least `needed` while any compile runs, the original one after the last."""
-    global _running, _original_limit
-    with _LIMIT_LOCK:
-        if not _running:
-            _original_limit = sys.getrecursionlimit()
-        _running += 1
-        sys.setrecursionlimit(max(needed, sys.getrecursionlimit()))
-    try:
-        yield
-    finally:
-        with _LIMIT_LOCK:
-            _running -= 1
-            if not _running:
-                sys.setrecursionlimit(_original_limit)
 
 
 def _compile(schema: dict | bool, options: JsonSchemaOptions) -> CompiledSchema:
@@ -1603,5 +1581,6 @@ def _compile(schema: dict | bool, options: JsonSchemaOptions) -> CompiledSchema:
         frozenset(compiler.recursive),
         options.stack_limit,
         frozenset(compiler.open_content),
+        frozenset(compiler.productive),
     )
     return CompiledSchema(grammar, explain)

@@ -9,6 +9,8 @@ without the tag" is a small regular language, written here from the tag's matchi
 
 from __future__ import annotations
 
+import dataclasses
+
 from grammars.ir import RuleGrammar
 from grammars.regex import cps_class, cps_complement, cps_norm, lit
 
@@ -40,6 +42,4 @@ def think_then(
     answer: RuleGrammar, open_tag: str = DEFAULT_OPEN_TAG, close_tag: str = DEFAULT_CLOSE_TAG
 ) -> RuleGrammar:
     prefix = f"(?:{lit(open_tag)})?{text_without(close_tag)}{lit(close_tag)}[\\n ]{{0,3}}"
-    return RuleGrammar(
-        prefix + f"(?:{answer.root})", answer.rules, answer.recursive, answer.stack_limit, answer.open_content
-    )
+    return dataclasses.replace(answer, root=prefix + f"(?:{answer.root})")

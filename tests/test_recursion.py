@@ -196,3 +196,28 @@ def test_long_runs_of_optional_properties_do_not_recurse_per_property(tokenizer)
     instance = json.dumps({name: ["x", 1][k % 2] for k, name in enumerate(props)}, separators=(",", ":"))
     assert dfa.accepts(instance)
     assert not dfa.accepts(instance[:-1])
+
+
+def test_optional_properties_through_shared_rules_in_a_worker_thread():
+    """1,000 optional properties whose values call one definition: the layout chains rules, and the first
+    row's derivatives recurse once per property (a RecursionError at 200 before `grammars.stack` raised the
+    limit while the automaton computes). Run where masks are computed, in a thread; the limit is restored."""
+    import sys
+    import threading
+
+    item = {"type": "object", "properties": {"a": {"type": "integer"}}, "additionalProperties": False}
+    props = {f"p{i}": {"$ref": "#/$defs/item"} for i in range(1000)}
+    schema = {"$defs": {"item": item}, "type": "object", "properties": props, "additionalProperties": False}
+    grammar = compile_json_schema(schema, JsonSchemaOptions(compile_seconds=60)).grammar
+    limit, results = sys.getrecursionlimit(), []
+
+    def decode() -> None:
+        dfa = LazyDFA(grammar)
+        results.append(dfa.accepts('{"p7":{"a":1},"p999":{}}'))
+        results.append(dfa.accepts('{"p999":{},"p7":{}}'))
+
+    worker = threading.Thread(target=decode)
+    worker.start()
+    worker.join()
+    assert results == [True, False]
+    assert sys.getrecursionlimit() == limit

@@ -28,7 +28,7 @@ import re
 import threading
 import unicodedata
 from collections import deque
-from functools import cache
+from functools import cache, lru_cache
 
 import numpy as np
 
@@ -44,6 +44,9 @@ K_EMPTY, K_EPS, K_BYTES, K_CAT, K_ALT, K_REP, K_LAZY, K_REF, K_RET, K_AND, K_NOT
 UNBOUNDED = 1 << 62  # a repeat without an upper bound
 SEARCH_LIMIT = 50_000  # derivative states explored to find an intersection's shortest string
 BREADTH_FIRST = 2_000  # derivative states an emptiness check explores breadth-first before going deep
+# Derivatives recurse once per nested group or chained rule (an object's optional properties chain their
+# rules): Python's recursion limit is raised to this while the automaton computes (`grammars.stack`).
+DEEP_FRAMES = 50_000
 UNIVERSAL_LIMIT = 4096  # character-boundary states explored to show a head takes any content prefix
 ALL_BYTES = (1 << 256) - 1
 DEAD = -1
@@ -53,6 +56,7 @@ SURROGATES = (0xD800, 0xDFFF)
 
 from constrained.token_index.errors import RegexUnsupported  # noqa: E402
 from grammars.ir import RuleGrammar  # noqa: E402
+from grammars.stack import deep_recursion  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------- Unicode
 
@@ -88,8 +92,10 @@ def _complement(ranges: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], .
     return _normalize(out)
 
 
-def utf8_sequences(lo: int, hi: int) -> list[list[tuple[int, int]]]:
-    """UTF-8 byte-range sequences matching exactly the scalar values in [lo, hi] (as Rust's Utf8Sequences)."""
+@lru_cache(maxsize=1 << 16)
+def utf8_sequences(lo: int, hi: int) -> tuple[tuple[tuple[int, int], ...], ...]:
+    """UTF-8 byte-range sequences matching exactly the scalar values in [lo, hi] (as Rust's Utf8Sequences).
+    Cached: every grammar's classes are made of the same few ranges."""
     out = []
     stack = [(lo, hi)]
     while stack:
@@ -128,8 +134,8 @@ def utf8_sequences(lo: int, hi: int) -> list[list[tuple[int, int]]]:
         if split:
             continue
         a, b = chr(lo).encode(), chr(hi).encode()
-        out.append(list(zip(a, b, strict=True)))
-    return out
+        out.append(tuple(zip(a, b, strict=True)))
+    return tuple(out)
 
 
 # Nd added in Unicode 15/16 (regex-automata's tables are Unicode 16; Python 3.11's are 14)
@@ -196,13 +202,15 @@ def _category(cat) -> tuple[tuple[int, int], ...]:
 class TermStore:
     """Hash-consed terms over bytes, with cached ordered linear forms. `rules` are the grammar's rule
     fragments (parsed on first call), `recursive` the ids of the rules that call themselves, `open_content`
-    those every JSON-string content string is a prefix of (`RuleGrammar.open_content`)."""
+    those every JSON-string content string is a prefix of (`RuleGrammar.open_content`), `productive` the
+    recursive ones known to match some finite string (`RuleGrammar.productive`)."""
 
     def __init__(
         self,
         rules: tuple[str, ...] = (),
         recursive: frozenset[int] = frozenset(),
         open_content: frozenset[int] = frozenset(),
+        productive: frozenset[int] = frozenset(),
     ) -> None:
         self.kind: list[int] = [K_EMPTY, K_EPS, K_RET]
         self.data: list[tuple] = [(), (), ()]
@@ -214,6 +222,10 @@ class TermStore:
         self.rules = rules
         self.recursive = recursive
         self.open_content = open_content
+        self.promised = productive  # recursive rules known to end (`RuleGrammar.productive`)
+        # whether some term may match nothing: through a recursive rule not known to end (intersections,
+        # found while parsing, set `has_intersections`)
+        self.may_recurse_endlessly = bool(recursive - productive)
         self._rule_terms: dict[int, int] = {}
         self._rule_shortest: dict[int, bytes | None] = {}  # recursive rules, solved together
         self._open: set[int] = set()  # calls whose linear form is being computed (left recursion check)
@@ -357,11 +369,12 @@ class TermStore:
                     ok = self.productive(self.force(part))
                 elif kind == K_REF:
                     rule = data[0]
-                    ok = (
-                        self.shortest(part) is not None
-                        if rule in self.recursive
-                        else self.productive(self.rule_term(rule))
-                    )
+                    if rule in self.promised:
+                        ok = True
+                    elif rule in self.recursive:
+                        ok = self.shortest(part) is not None
+                    else:
+                        ok = self.productive(self.rule_term(rule))
                 elif kind in (K_AND, K_NOT):
                     ok = self._nonempty(part)
                 else:
@@ -782,8 +795,11 @@ class TermStore:
             return ((self.data[t][0], EPS),)
         if kind == K_CAT:
             return self._cat_lf(t)
-        if kind == K_ALT:
-            return _dedupe(it for u in self.data[t] for it in self.lf(u))
+        if kind == K_ALT:  # a loop, not a generator: each level of nested groups costs no C stack
+            out = []
+            for u in self.data[t]:
+                out.extend(self.lf(u))
+            return _dedupe(out)
         if kind == K_LAZY:
             return self.lf(self.force(t))
         if kind == K_RET:
@@ -955,9 +971,22 @@ def _range_mask(a: int, b: int) -> int:
 _ANY_BUT_NL = _normalize([(0, 9), (11, MAX_CODEPOINT)])
 
 
+_EMPTY_SOURCES = re.compile(r"\[\^\\s\\S\]|\(\?&[0-9]+&")  # the empty class; an intersection call
+
+
+def _may_be_empty(grammar: RuleGrammar) -> bool:
+    """Whether some term of `grammar` may match nothing: only through recursion (but in the rules promised
+    `productive`), an intersection or a complement, or the empty class (every other regex construct matches
+    some string). For all other grammars the check of the root's productivity, which parses every rule on
+    a required path, is skipped."""
+    return bool(grammar.recursive - grammar.productive) or any(
+        _EMPTY_SOURCES.search(text) for text in (grammar.root, *grammar.rules)
+    )
+
+
 def parse_regex(regex: str, store: TermStore) -> int:
     """Parse `regex` (Rust regex syntax subset) into a term of `store`."""
-    if len(regex) > 2000:  # long regexes: parse group bodies only when the automaton reaches them
+    if len(regex) > 100:  # long regexes: parse group bodies only when the automaton reaches them
         term = LazyParser.try_parse(regex, store)
         if term is not None:
             return term
@@ -1036,12 +1065,13 @@ class LazyDFA:
             grammar = RuleGrammar.of_regex(grammar)
         self.grammar = grammar
         self.stack_limit = grammar.stack_limit
-        self.store = TermStore(grammar.rules, grammar.recursive, grammar.open_content)
-        self.root = parse_regex(grammar.root, self.store)
-        if not self.store.productive(self.root):
-            raise RegexUnsupported(
-                "the grammar admits no output (an empty language, or recursion that never ends)"
-            )
+        self.store = TermStore(grammar.rules, grammar.recursive, grammar.open_content, grammar.productive)
+        with deep_recursion(DEEP_FRAMES):
+            self.root = parse_regex(grammar.root, self.store)
+            if _may_be_empty(grammar) and not self.store.productive(self.root):
+                raise RegexUnsupported(
+                    "the grammar admits no output (an empty language, or recursion that never ends)"
+                )
         self.max_states = max_states
         self.lock = threading.RLock()
         self._ids: dict[tuple[int, ...], int] = {}
@@ -1053,7 +1083,8 @@ class LazyDFA:
         self.final = np.zeros(cap, dtype=np.uint8)
         self._partitions: dict[frozenset, list[tuple[int, np.ndarray]]] = {}
         self._content_next: dict[int, int | None] = {}
-        self.initial = self._state((self.root,)) if self.root != EMPTY else DEAD
+        with deep_recursion(DEEP_FRAMES):
+            self.initial = self._state((self.root,)) if self.root != EMPTY else DEAD
 
     @property
     def num_states(self) -> int:
@@ -1089,7 +1120,7 @@ class LazyDFA:
     def completion(self, state: int) -> bytes:
         """The smallest of the shortest byte strings leading from `state` to an accepting state (computed on
         the grammar, not by searching the automaton: a recursive grammar's automaton is unbounded)."""
-        with self.lock:
+        with self.lock, deep_recursion(DEEP_FRAMES):
             found = _best(self.store.shortest(t) for t in self._states[state])
         if found is None:
             raise RegexUnsupported("no accepting state is reachable: the constraint cannot be completed")
@@ -1107,7 +1138,7 @@ class LazyDFA:
     def row(self, state: int) -> list[int]:
         row = self.rows[state]
         if row is None:
-            with self.lock:
+            with self.lock, deep_recursion(DEEP_FRAMES):
                 row = self.rows[state]
                 if row is None:
                     row = self._expand(state)
@@ -1116,7 +1147,7 @@ class LazyDFA:
     def mask_state(self, state: int, horizon: int) -> int:
         """A state whose token mask equals `state`'s for tokens of at most `horizon` bytes (see
         `TermStore.within`): `state` itself unless a repeat at the head of a thread is far from its bounds."""
-        with self.lock:
+        with self.lock, deep_recursion(DEEP_FRAMES):
             threads = self._states[state]
             store = self.store
             normal = tuple(dict.fromkeys(store.within(t, horizon) for t in threads))
@@ -1127,6 +1158,10 @@ class LazyDFA:
         `state` on, capped at `limit`: `n` when the states after 0, 1, ... `n` - 1 such characters each send
         every one of them to a single live next state, and the `n`-th character (if `n` < `limit`) to DEAD.
         None when the characters part ways or some die earlier than others (then only a walk can tell)."""
+        with self.lock, deep_recursion(DEEP_FRAMES):
+            return self._content_run(state, limit)
+
+    def _content_run(self, state: int, limit: int) -> int | None:
         bounds = [self.store.content_bounds(t) for t in self._states[state]]
         exact = max((e for e, _ in bounds if e is not None), default=None)
         if exact is not None and all(e is not None or upper <= exact for e, upper in bounds):
@@ -1179,7 +1214,7 @@ class LazyDFA:
         return target
 
     def expand_many(self, states) -> None:
-        with self.lock:
+        with self.lock, deep_recursion(DEEP_FRAMES):
             for s in states:
                 if self.rows[s] is None:
                     self._expand(s)
@@ -1203,7 +1238,7 @@ class LazyDFA:
             # continuations past the stack limit, or that cannot finish (possible only through recursion)
             depth, limit = store.depth, self.stack_limit
             dropped = {k for _, k in items if depth[k] > limit}
-            if store.recursive or store.has_intersections:
+            if store.may_recurse_endlessly or store.has_intersections:
                 dropped.update(k for _, k in items if k not in dropped and not store.productive(k))
             for rep, sel in blocks:
                 nxt = []
