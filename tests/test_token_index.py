@@ -428,3 +428,27 @@ def test_complement_operand_is_exact(plain: str, negated: str) -> None:
                 language.fullmatch(plain, text) is not None and language.fullmatch(negated, text) is None
             )
             assert dfa.accepts(text) == expected, (plain, negated, text)
+
+
+def test_term_budget_bounds_hostile_intersections(monkeypatch) -> None:
+    """Nested complements of patterns (MaskBench's allany17) grew one automaton to >12 GB while checking the
+    language is not empty: interned terms are budgeted (`MAX_TERMS`), so it fails cleanly instead."""
+    grammars = pytest.importorskip("grammars")
+    from constrained.token_index import automaton
+
+    def none_of(*patterns: str) -> dict:
+        return {"not": {"allOf": [{"pattern": p} for p in patterns]}}
+
+    schema = {
+        "type": "string",
+        "allOf": [
+            {"not": {"anyOf": [none_of("^.{60}$", "ab1", "b12"), none_of("^\\w*$", "\\d\\d", "[ab]")]}},
+            {"not": {"anyOf": [none_of("^\\w+", "1.*2", "ac"), none_of("^\\w+", "1.*2", "a2")]}},
+            {"pattern": "[aA][12].*[zZ]"},
+        ],
+    }
+    grammar = grammars.compile_json_schema(schema).grammar
+    monkeypatch.setattr(automaton, "MAX_TERMS", 20_000)
+    with pytest.raises(RegexUnsupported, match="exceeds 20000 terms"):
+        dfa = automaton.LazyDFA(grammar)
+        dfa.completion(dfa.initial)

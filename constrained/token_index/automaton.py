@@ -47,6 +47,9 @@ BREADTH_FIRST = 2_000  # derivative states an emptiness check explores breadth-f
 # Derivatives recurse once per nested group or chained rule (an object's optional properties chain their
 # rules): Python's recursion limit is raised to this while the automaton computes (`grammars.stack`).
 DEEP_FRAMES = 50_000
+# Terms one grammar's automaton may intern (~0.5 KiB each with their caches): the dev corpus's largest walks
+# use ~25,000; nested complements of patterns could otherwise take every byte of memory.
+MAX_TERMS = 500_000
 UNIVERSAL_LIMIT = 4096  # character-boundary states explored to show a head takes any content prefix
 ALL_BYTES = (1 << 256) - 1
 DEAD = -1
@@ -243,6 +246,8 @@ class TermStore:
         tid = self._intern.get(key)
         if tid is None:
             tid = len(self.kind)
+            if tid >= MAX_TERMS:  # the memory bound of one grammar's automaton (hostile intersections)
+                raise RegexUnsupported(f"automaton exceeds {MAX_TERMS} terms")
             self.kind.append(kind)
             self.data.append(data)
             self.depth.append((data[0] == RET) + self.depth[data[1]] if kind == K_CAT else 0)
