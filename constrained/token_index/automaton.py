@@ -984,9 +984,9 @@ def _may_be_empty(grammar: RuleGrammar) -> bool:
     `productive`), an intersection or a complement, or the empty class (every other regex construct matches
     some string). For all other grammars the check of the root's productivity, which parses every rule on
     a required path, is skipped."""
-    return bool(grammar.recursive - grammar.productive) or any(
-        _EMPTY_SOURCES.search(text) for text in (grammar.root, *grammar.rules)
-    )
+    if grammar.recursive - grammar.productive:
+        return True
+    return _EMPTY_SOURCES.search("\n".join((grammar.root, *grammar.rules))) is not None
 
 
 def parse_regex(regex: str, store: TermStore) -> int:
