@@ -69,6 +69,7 @@ class RequestFinished:
 @dataclass
 class RequestFailed:
     message: str
+    limit: bool = False  # its constraint ran past an automaton budget: the request's fault, not the server's
 
 
 Event = ChoiceDelta | ChoiceFinished | RequestFinished | RequestFailed
@@ -97,8 +98,9 @@ class RequestHandle:
         """Stop generating; the slots are freed at the next step and no further events are sent."""
         self.cancelled.set()
 
-    def fail(self, message: str) -> None:
-        """Send `RequestFailed(message)` and stop the request, unless it is cancelled (or failed) already."""
+    def fail(self, message: str, *, limit: bool = False) -> None:
+        """Send `RequestFailed(message, limit)` and stop the request, unless it is cancelled (or failed)
+        already."""
         if not self.cancelled.is_set():
             self.cancelled.set()
-            self.emit(RequestFailed(message))
+            self.emit(RequestFailed(message, limit))

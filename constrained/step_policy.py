@@ -25,6 +25,7 @@ from transformers import PreTrainedTokenizerBase
 from constrained.batch import BatchRow
 from constrained.bitmask import allocate_bitmask
 from constrained.sampling import TokenHistory, sample
+from constrained.token_index.errors import RegexUnsupported
 
 log = logging.getLogger(__name__)
 _FORCED_LIMIT = 32  # most forced tokens appended to a row in one step
@@ -66,7 +67,7 @@ class StepPolicy:
             row.constraint.fill(bitmask, index)
         except Exception as exc:
             log.warning("grammar failure: %s", exc)
-            row.handle.fail(f"the constraint failed during generation: {exc}")
+            _fail_constraint(row, exc)
             row.finished = True
             bitmask[index] = -1  # any token: the row is dropped after this step
 
@@ -154,6 +155,13 @@ class StepPolicy:
         return len(row.handle.request.prompt_ids) + row.generated >= self.context_window
 
 
+def _fail_constraint(row: BatchRow, exc: Exception) -> None:
+    """Fail the row's request: a limit of its constraint (an automaton budget, `RegexUnsupported`) when the
+    constraint outgrew it, else an internal failure."""
+    limit = isinstance(exc, RegexUnsupported)
+    row.handle.fail(f"the constraint failed during generation: {exc}", limit=limit)
+
+
 def _over_budget(row: BatchRow, token: int) -> bool:
     """The row's token would leave no room to finish its output (a failing check fails the request)."""
     if row.constraint is None or row.finished:
@@ -162,7 +170,7 @@ def _over_budget(row: BatchRow, token: int) -> bool:
         return not row.constraint.fits(token, _remaining(row))
     except Exception as exc:
         log.warning("budget check failed: %s", exc)
-        row.handle.fail(f"the constraint failed during generation: {exc}")
+        _fail_constraint(row, exc)
         row.finished = True
         return False
 

@@ -44,7 +44,7 @@ from constrained.reasoning import (
 )
 from constrained.sampling import SamplingParams
 from constrained.tokenizer_info import TokenizerInfo
-from server.errors import APIError
+from server.errors import APIError, generation_failed
 from server.protocol import (
     AssistantMessage,
     ChatCompletion,
@@ -304,7 +304,7 @@ class ChatService:
                 elif isinstance(event, ChoiceFinished):
                     reasons[event.index] = event.finish_reason
                 elif isinstance(event, RequestFailed):
-                    raise APIError(event.message, status=500, type="server_error")
+                    raise generation_failed(event.message, event.limit)
                 elif isinstance(event, RequestFinished):
                     usage = _usage(event)
                     break
@@ -407,7 +407,7 @@ class ChatService:
                             reason = "tool_calls"
                     yield chunk([ChunkChoice(index=event.index, delta=DeltaMessage(), finish_reason=reason)])
                 elif isinstance(event, RequestFailed):
-                    error = APIError(event.message, status=500, type="server_error")
+                    error = generation_failed(event.message, event.limit)
                     yield f"data: {json.dumps(error.body())}\n\n"
                     break
                 elif isinstance(event, RequestFinished):

@@ -44,6 +44,14 @@ class APIError(Exception):
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
+def generation_failed(message: str, limit: bool) -> APIError:
+    """The error of a request that failed while generating (`RequestFailed`): a 400 when its constraint ran
+    past an automaton budget (the request asked for too much), else a 500."""
+    if limit:
+        return APIError(message, status=400, type="invalid_request_error", code="constraint_too_large")
+    return APIError(message, status=500, type="server_error")
+
+
 def _text(value: str | None) -> str | None:
     """`value` as UTF-8-encodable text: a lone surrogate (from a "\\ud800" escape) becomes `\\ud800`."""
     return value if value is None else value.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from constrained.engine import ChoiceDelta, ChoiceFinished, Event, RequestFailed, RequestFinished
 from server.chat import ChatService, PreparedChat
-from server.errors import APIError, validation_error
+from server.errors import APIError, generation_failed, validation_error
 from server.limits import Limits, check_request
 from server.protocol import (
     NAME_PATTERN,
@@ -643,7 +643,7 @@ class ResponsesService:
                 False,
             )
         if isinstance(event, RequestFailed):
-            return out.fail(APIError(event.message, status=500, type="server_error")), reason, True
+            return out.fail(generation_failed(event.message, event.limit)), reason, True
         if isinstance(event, RequestFinished):
             return out.end(reason, event.prompt_tokens, event.completion_tokens), reason, True
         return [], reason, False

@@ -71,3 +71,35 @@ def test_shutdown_finishes_in_flight_and_refuses_new(adversary):
     late: list = []
     engine.submit(GenerationRequest([1, 2, 3], 5), late.append)
     assert len(late) == 1 and isinstance(late[0], RequestFailed)
+
+
+def test_constraint_past_its_automaton_budget_fails_as_a_limit(adversary):
+    """A constraint whose automaton outgrows its state budget while generating fails that request as a limit
+    of the request (`RequestFailed.limit`: a 400 `constraint_too_large`), not as a server error (500)."""
+    from constrained.engine import RequestFailed
+    from constrained.grammar import GrammarCompiler
+    from constrained.tokenizer_info import TokenizerInfo
+    from server.errors import generation_failed
+
+    compiler = GrammarCompiler(TokenizerInfo.from_huggingface(adversary.tokenizer), max_states=4)
+    grammar = compiler.compile_regex("[a-z]{0,40}")  # a state per length: past 4 states within a few tokens
+    engine = Engine(adversary.runtime(), adversary.tokenizer)
+    events: list = []
+    done = threading.Event()
+
+    def emit(event):
+        events.append(event)
+        if isinstance(event, RequestFinished | RequestFailed):
+            done.set()
+
+    try:
+        prompt = adversary.tokenizer.encode("hi")
+        engine.submit(GenerationRequest(prompt, 30, SamplingParams(temperature=0), grammar=grammar), emit)
+        assert done.wait(120)
+    finally:
+        engine.shutdown()
+    failed = events[-1]
+    assert isinstance(failed, RequestFailed) and failed.limit and "exceeds 4 states" in failed.message
+    error = generation_failed(failed.message, failed.limit)
+    assert error.status == 400 and error.body()["error"]["code"] == "constraint_too_large"
+    assert generation_failed("boom", False).status == 500
