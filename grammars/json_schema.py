@@ -298,12 +298,19 @@ class _Compiler:
             parts += [_char_forms(c) + walk(node[c]) for c in children]  # a form, then the child's call
             return self.open_rule("(?:" + "|".join(parts) + ")")  # atoms' concatenations: no regex scan
 
-        return walk(trie)
+        root = walk(trie)
+        self.budget("", "")  # the size and the deadline, once for the whole trie
+        return root
 
     def open_rule(self, fragment: str) -> str:
         """A call of a rule holding ``fragment``, JSON-string content that the caller knows every content
-        string is a prefix of (`RuleGrammar.open_content`)."""
-        done = self.shared(fragment, limit=0)
+        string is a prefix of (`RuleGrammar.open_content`). The caller checks `budget` (once per trie)."""
+        done = self._shared.get(fragment)
+        if done is None:
+            rule = len(self.rules)
+            self.rules.append(fragment)
+            self.size += len(fragment)
+            done = self._shared[fragment] = call(rule)
         self.open_content.add(int(done[3:-1]))
         return done
 
