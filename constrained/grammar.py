@@ -30,6 +30,7 @@ import torch
 from constrained.bitmask import pack_token_ids, write_row
 from constrained.closing import ClosingPlan
 from constrained.disk_cache import DiskCache
+from constrained.gc_pause import gc_paused
 from constrained.token_index import LazyTokenIndex, TokenIndex, TokenVocabulary
 from constrained.token_index.protocol import DEAD
 from constrained.tokenizer_info import TokenizerInfo
@@ -273,11 +274,12 @@ class GrammarCompiler:
                 self.hits += 1
                 return grammar
         start = time.perf_counter()
-        compiled = build()
-        try:
-            index = LazyTokenIndex(compiled.grammar, self._token_vocabulary, max_states=self.max_states)
-        except Exception as exc:  # `RegexUnsupported` (syntax, size) and whatever else the build raises
-            raise GrammarError(f"cannot build a token automaton: {exc}") from exc
+        with gc_paused():
+            compiled = build()
+            try:
+                index = LazyTokenIndex(compiled.grammar, self._token_vocabulary, max_states=self.max_states)
+            except Exception as exc:  # `RegexUnsupported` (syntax, size) and whatever else the build raises
+                raise GrammarError(f"cannot build a token automaton: {exc}") from exc
         grammar = Grammar(index, self.info, compiled.grammar, time.perf_counter() - start, compiled.explain)
         if self.on_compiled is not None:
             self.on_compiled(grammar.compile_seconds)

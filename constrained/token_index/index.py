@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from constrained.gc_pause import gc_paused
 from constrained.token_index._walk import walk_trie
 from constrained.token_index.automaton import DEAD, LazyDFA
 from constrained.token_index.vocabulary import TokenVocabulary
@@ -56,7 +57,7 @@ class LazyTokenIndex:
         """Packed int32 bitmask (bit j of word w = token 32w+j) of the allowed tokens; cached, read-only."""
         mask = self._masks.get(state)
         if mask is None:
-            with self.dfa.lock:
+            with self.dfa.lock, gc_paused():  # a first visit allocates many small objects: no GC passes
                 mask = self._masks.get(state)
                 if mask is None:
                     same = self.dfa.mask_state(state, self.vocab.max_token_len) if state >= 0 else state
