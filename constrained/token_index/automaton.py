@@ -43,6 +43,7 @@ EMPTY, EPS, RET = 0, 1, 2  # term ids: the empty language, the empty string, the
 K_EMPTY, K_EPS, K_BYTES, K_CAT, K_ALT, K_REP, K_LAZY, K_REF, K_RET, K_AND, K_NOT = range(11)
 UNBOUNDED = 1 << 62  # a repeat without an upper bound
 SEARCH_LIMIT = 50_000  # derivative states explored to find an intersection's shortest string
+QUICK_DEPTH_FIRST = 256  # derivative states an emptiness check explores depth-first before going wide
 BREADTH_FIRST = 2_000  # derivative states an emptiness check explores breadth-first before going deep
 # Derivatives recurse once per nested group or chained rule (an object's optional properties chain their
 # rules): Python's recursion limit is raised to this while the automaton computes (`grammars.stack`).
@@ -391,14 +392,19 @@ class TermStore:
         return res
 
     def _nonempty(self, t: int) -> bool:
-        """Whether some byte string matches `t` (an intersection or complement). A breadth-first walk of its
-        derivatives first (a short completion is found without going deep), then, past `BREADTH_FIRST`
-        terms, a depth-first one (a long one, `minLength: 3000`, is found without going wide). Both share
-        what they learn in `_productive`: the terms on the path to a match are productive, and when a walk
-        is exhausted every term it visited is not (it saw all they reach)."""
+        """Whether some byte string matches `t` (an intersection or complement). A short depth-first walk
+        of its derivatives first (`QUICK_DEPTH_FIRST` terms: a `maxLength: 12` string that must hold a hex
+        digit is shown non-empty in ~12 steps, where going wide visits every byte class at every length),
+        then a breadth-first one (a short completion is found without going deep), then, past
+        `BREADTH_FIRST` terms, a depth-first one without that bound (a long one, `minLength: 3000`, is
+        found without going wide). They share what they learn in `_productive`: the terms on the path to a
+        match are productive, and when a walk is exhausted every term it visited is not (it saw all they
+        reach)."""
         known = self._productive
         if t not in known:
-            found = self._breadth_first(t)
+            found = True if self.nullable(t) else self._depth_first(t, QUICK_DEPTH_FIRST)
+            if found is None:
+                found = self._breadth_first(t)
             known[t] = self._depth_first(t) if found is None else found
         return known[t]
 
@@ -427,7 +433,8 @@ class TermStore:
             goal = parent[goal]
         return True
 
-    def _depth_first(self, t: int) -> bool:
+    def _depth_first(self, t: int, limit: int | None = None) -> bool | None:
+        """None when `limit` terms were visited without an answer (nothing is recorded then)."""
         known = self._productive
         visited = {t}
         stack = [(t, iter(self._successors(t)))]
@@ -440,6 +447,8 @@ class TermStore:
                     found = True
                     break
                 visited.add(k)
+                if limit is not None and len(visited) > limit:
+                    return None
                 if (
                     len(visited) > SEARCH_LIMIT
                 ):  # a tighter bound refused satisfiable oneOf-of-patterns schemas
