@@ -477,10 +477,25 @@ class TermStore:
             return self.rep(r, min(lo, far), None if hi is None or hi >= far else hi, greedy)
         if kind == K_AND:
             return self.both([self.within(u, horizon) for u in data])
+        if kind in (K_LAZY, K_REF):  # a group or a rule: its repeats count too (unchanged: `t` itself)
+            term = self.parsed(t)
+            near = self.within(term, horizon) if term != t else t
+            return t if near == term else near
         if kind != K_CAT:
             return t
         head, rest = data
         return self.cat(self.within(head, horizon), rest)
+
+    def parsed(self, t: int) -> int:
+        """The term `t` stands for: an unparsed group's body (`K_LAZY`), a non-recursive rule's term (a call
+        `K_REF`, the operands of an intersection), else `t` itself."""
+        while True:
+            if self.kind[t] == K_LAZY:
+                t = self.force(t)
+            elif self.kind[t] == K_REF and self.data[t][0] not in self.recursive:
+                t = self.rule_term(self.data[t][0])
+            else:
+                return t
 
     def content_bounds(self, t: int) -> tuple[int | None, int]:
         """How many JSON-string content characters in a row thread `t` takes: `(exact, upper)`. `exact` is set
@@ -492,12 +507,14 @@ class TermStore:
         head, rest = data if kind == K_CAT else (t, EPS)
         if self.first_bytes(rest) & _content_first_bytes():
             return None, UNBOUNDED
+        head = self.parsed(head)
         if self.kind[head] == K_REP:
             bound = self._repeat_bound(head)
             return (None, UNBOUNDED) if bound is None else (bound[1], bound[1])
         if self.kind[head] != K_AND:
             return None, UNBOUNDED
-        bounds = [self._repeat_bound(u) if self.kind[u] == K_REP else None for u in self.data[head]]
+        operands = [self.parsed(u) for u in self.data[head]]
+        bounds = [self._repeat_bound(u) if self.kind[u] == K_REP else None for u in operands]
         known = [b for b in bounds if b is not None]
         upper = min((hi for _, hi in known), default=UNBOUNDED)
         if len(known) < len(bounds) or max(lo for lo, _ in known) > upper:
@@ -1182,7 +1199,9 @@ class LazyDFA:
             return min(exact, limit)  # one thread takes `exact` characters, none takes more
         heads = [self.store.content_head(t) for t in self._states[state]]
         live = tuple(sorted({h for h in heads if h is not None}))
-        if live and self.store.content_universal(live):
+        # every thread bounded: a longer content string is no prefix of theirs, so not universal
+        bounded = all(upper < UNBOUNDED for _, upper in bounds)
+        if live and not bounded and self.store.content_universal(live):
             return limit  # some thread takes any content prefix: every content token is allowed
         run = 0
         while run < limit:
