@@ -799,6 +799,11 @@ class TermStore:
     def char_class(self, ranges: tuple[tuple[int, int], ...]) -> int:
         """Term for one character among `ranges` (normalized codepoint ranges), as UTF-8 byte sequences."""
         tid = self._class_cache.get(ranges)
+        if tid is None and ranges and ranges[-1][1] < 0x80:  # ASCII (ranges are sorted): one byte set
+            mask = 0
+            for lo, hi in ranges:
+                mask |= _range_mask(lo, hi)
+            tid = self._class_cache[ranges] = self.byteset(mask)
         if tid is None:
             seqs = []
             for lo, hi in ranges:
@@ -1112,7 +1117,6 @@ class LazyDFA:
         self.trans = np.full((cap, 256), DEAD, dtype=np.int32)
         self.known = np.zeros(cap, dtype=np.uint8)
         self.final = np.zeros(cap, dtype=np.uint8)
-        self._partitions: dict[frozenset, list[tuple[int, np.ndarray]]] = {}
         self._content_next: dict[int, int | None] = {}
         with deep_recursion(DEEP_FRAMES):
             self.initial = self._state((self.root,)) if self.root != EMPTY else DEAD
@@ -1264,10 +1268,7 @@ class LazyDFA:
         row_arr = np.full(256, DEAD, dtype=np.int32)
         if items:
             masks = frozenset(m for m, _ in items)
-            blocks = self._partitions.get(masks)
-            if blocks is None:
-                blocks = _partition(masks)
-                self._partitions[masks] = blocks
+            blocks = _partition(masks)
             # continuations past the stack limit, or that cannot finish (possible only through recursion)
             depth, limit = store.depth, self.stack_limit
             dropped = {k for _, k in items if depth[k] > limit}
@@ -1352,14 +1353,18 @@ def _block_minima(masks: frozenset[int]) -> list[int]:
     return [_lowest_byte(b) for b in _covered_blocks(masks)]
 
 
-def _partition(masks) -> list[tuple[int, np.ndarray]]:
-    """Blocks of bytes that no mask separates: (representative byte, boolean selector over 256 bytes)."""
+@lru_cache(maxsize=1 << 14)
+def _partition(masks: frozenset[int]) -> tuple[tuple[int, np.ndarray], ...]:
+    """Blocks of bytes that no mask separates: (representative byte, boolean selector over 256 bytes).
+    Cached across grammars (every JSON grammar splits the bytes the same few ways); read-only."""
     out = []
     for b in _covered_blocks(masks):
         rep = _lowest_byte(b)
         sel = np.unpackbits(np.frombuffer(b.to_bytes(32, "little"), dtype=np.uint8), bitorder="little")
-        out.append((rep, sel.astype(bool)))
-    return out
+        sel = sel.astype(bool)
+        sel.flags.writeable = False
+        out.append((rep, sel))
+    return tuple(out)
 
 
 # At the end: the parser uses this module's Unicode tables (imported lazily there), this module its parser.
