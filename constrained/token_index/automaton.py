@@ -1022,7 +1022,7 @@ def _may_be_empty(grammar: RuleGrammar) -> bool:
 
 def parse_regex(regex: str, store: TermStore) -> int:
     """Parse `regex` (Rust regex syntax subset) into a term of `store`."""
-    if len(regex) > 100:  # long regexes: parse group bodies only when the automaton reaches them
+    if len(regex) > 2000:  # long regexes: parse group bodies only when the automaton reaches them
         term = LazyParser.try_parse(regex, store)
         if term is not None:
             return term
