@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from functools import lru_cache
 
 from .regex import alt, concat_atom, fixed_range, opt, repeat
 
@@ -26,6 +27,7 @@ class Bound:
     exclusive: bool
 
 
+@lru_cache(maxsize=4096)
 def _nonneg_int(lo: int, hi: int) -> str | None:
     """Canonical decimal texts of the integers in [lo, hi] (0 <= lo)."""
     hi = min(hi, _INT_MAX)
@@ -45,8 +47,9 @@ def _nonneg_int(lo: int, hi: int) -> str | None:
     return alt(parts)
 
 
+@lru_cache(maxsize=4096)
 def integer_regex(lo: int | None, hi: int | None) -> str | None:
-    """Integers in [lo, hi] (None = unbounded); None when empty."""
+    """Integers in [lo, hi] (None = unbounded); None when empty. Cached: most schemas ask the same few."""
     parts = []
     if hi is None or hi >= 0:
         pos = _nonneg_int(max(lo or 0, 0), _INT_MAX if hi is None else hi)
@@ -184,8 +187,9 @@ def _within_digits(bound: Bound | None, upward: bool) -> Bound | None:
     return Bound(moved, bound.exclusive and moved == bound.value)
 
 
+@lru_cache(maxsize=4096)
 def number_regex(lo: Bound | None, hi: Bound | None) -> str | None:
-    """Numbers with lo <(=) x <(=) hi; None when empty. Unbounded -> the generic number grammar."""
+    """Numbers with lo <(=) x <(=) hi; None when empty. Unbounded -> the generic number grammar. Cached."""
     lo, hi = _within_digits(lo, upward=True), _within_digits(hi, upward=False)
     if lo is None and hi is None:
         exp = "[eE][+-]?" + repeat("[0-9]", 1, EXP_DIGITS)
