@@ -48,9 +48,10 @@ BREADTH_FIRST = 2_000  # derivative states an emptiness check explores breadth-f
 # Derivatives recurse once per nested group or chained rule (an object's optional properties chain their
 # rules): Python's recursion limit is raised to this while the automaton computes (`grammars.stack`).
 DEEP_FRAMES = 50_000
-# Terms one grammar's automaton may intern (~0.5 KiB each with their caches): the dev corpus's largest walks
-# use ~25,000; nested complements of patterns could otherwise take every byte of memory.
-MAX_TERMS = 500_000
+# Terms one grammar's automaton may intern (~0.4 KiB each with their caches, so ~0.8 GiB at the bound): most
+# dev-corpus walks use ~25,000, a 5,000-character string with a 100-word pattern 700,000; nested complements
+# of patterns could otherwise take every byte of memory.
+MAX_TERMS = 2_000_000
 UNIVERSAL_LIMIT = 4096  # character-boundary states explored to show a head takes any content prefix
 ALL_BYTES = (1 << 256) - 1
 DEAD = -1
