@@ -39,6 +39,9 @@ from grammars.ir import RuleGrammar
 from grammars.metaschema import MAX_DEPTH, pointer, too_deep
 
 GRAMMAR_SYNTAXES = ("lark", "gbnf")
+# A cached grammar whose automaton has built more than this fraction of its size budget (states, terms) is
+# compiled afresh for the next request: the budget bounds what one request builds, not a schema's lifetime.
+WORN = 0.5
 
 
 class GrammarError(ValueError):
@@ -269,6 +272,9 @@ class GrammarCompiler:
     def _cached(self, key: tuple, build) -> Grammar:
         with self._lock:
             grammar = self._cache.get(key)
+            if grammar is not None and grammar.index.budget_used() > WORN:
+                del self._cache[key]  # sequences using it keep it; new ones get a fresh automaton
+                grammar = None
             if grammar is not None:
                 self._cache.move_to_end(key)
                 self.hits += 1

@@ -54,6 +54,9 @@ class OutlinesReferenceIndex:
         allowed = np.asarray(self.index.get_allowed_tokens(state) or [], dtype=np.int64)
         return sorted(allowed[~np.isin(allowed, self._eos)].tolist())
 
+    def budget_used(self) -> float:
+        return 0.0  # built up front
+
     def allowed_mask(self, state: int) -> np.ndarray:
         mask = self._masks.get(state)
         if mask is None:

@@ -452,3 +452,20 @@ def test_term_budget_bounds_hostile_intersections(monkeypatch) -> None:
     with pytest.raises(RegexUnsupported, match="exceeds 20000 terms"):
         dfa = automaton.LazyDFA(grammar)
         dfa.completion(dfa.initial)
+
+
+def test_a_worn_grammar_is_compiled_afresh(synthetic: TokenizerInfo) -> None:
+    """The automaton budget bounds what one request builds: a cached grammar past half its budget is
+    replaced for the next request (those using it keep it), instead of failing every later one."""
+    from constrained.grammar import GrammarCompiler
+
+    compiler = GrammarCompiler(synthetic, max_states=40)
+    first = compiler.compile_regex("[a-z]{0,60}")
+    assert compiler.compile_regex("[a-z]{0,60}") is first and first.index.budget_used() < 0.5
+    a, b = (synthetic.token_bytes.index(c) for c in (b"a", b"b"))
+    matcher = first.matcher()
+    assert matcher.accept_tokens([a] * 25)
+    assert first.index.budget_used() > 0.5
+    again = compiler.compile_regex("[a-z]{0,60}")
+    assert again is not first and again.index.budget_used() < 0.5
+    assert matcher.accept_token(b)  # the running sequence goes on with its own automaton

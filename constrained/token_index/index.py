@@ -6,7 +6,7 @@ import numpy as np
 
 from constrained.gc_pause import gc_paused
 from constrained.token_index._walk import walk_trie
-from constrained.token_index.automaton import DEAD, LazyDFA
+from constrained.token_index.automaton import DEAD, MAX_TERMS, LazyDFA
 from constrained.token_index.vocabulary import TokenVocabulary
 from grammars.ir import RuleGrammar
 
@@ -75,6 +75,10 @@ class LazyTokenIndex:
     @property
     def num_states(self) -> int:
         return self.dfa.num_states
+
+    def budget_used(self) -> float:
+        """The larger of the states and the interned terms built, each over its budget."""
+        return max(self.dfa.num_states / self.dfa.max_states, len(self.dfa.store.kind) / MAX_TERMS)
 
     def _compute_mask(self, state: int) -> np.ndarray:
         vocab = self.vocab

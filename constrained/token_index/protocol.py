@@ -19,6 +19,8 @@ Contract:
   one. With it, the token transition is the byte walk over the token's bytes (`get_next_state(s, t)` ==
   walking `dfa.row` through `t`'s bytes from `s`), and `Grammar` offers budget-aware closing and forced
   bytes; without it, `Grammar.closing` is None (no closing) and `Grammar.forced_bytes` is empty.
+- `budget_used()`: the fraction (0..1) of its size budget the index has built so far (an index built up
+  front: 0). Past the budget, building more raises; a cache replaces a worn index for new sequences.
 - Thread safety: one index is shared by every sequence of its constraint, across threads.
 """
 
@@ -62,6 +64,10 @@ class TokenIndex(Protocol):
 
     def allowed_mask(self, state: int) -> np.ndarray:
         """Packed int32 bitmask of the allowed tokens, EOS excluded; read-only."""
+        ...
+
+    def budget_used(self) -> float:
+        """The fraction of the index's size budget built so far."""
         ...
 
     @property
