@@ -16,6 +16,7 @@ and their token budgets and `n` are capped, so each request decodes a few tokens
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import httpx
@@ -35,7 +36,8 @@ from server.app import create_app
 from server.serving import build_service
 from tests.conftest import TEST_MODEL_ID, LiveServer, free_port
 
-EXAMPLES = 25  # per operation and generation mode
+# per operation and generation mode: small in CI; `bench/api_fuzz.py --examples N` runs it large
+EXAMPLES = int(os.environ.get("API_FUZZ_EXAMPLES", "25"))
 MAX_TOKENS = 4  # cap on generated token budgets: a few decode steps per request
 BUDGET_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 ERROR_FIELDS = {"message", "type", "param", "code"}
