@@ -150,7 +150,7 @@ def _read_grammar(path: str) -> str:
 
 
 def _compile(args: argparse.Namespace) -> None:
-    from grammars import GrammarSyntaxError, SchemaError
+    from grammars import GrammarSyntaxError, SchemaError, compile_json_schema
 
     if (args.schema is None) == (args.grammar is None):
         raise CLIError("give either a schema file or --grammar FILE")
@@ -191,9 +191,11 @@ def _compile(args: argparse.Namespace) -> None:
         print(f"automaton: {states} states explored so far (built lazily while decoding)")
     print(f"shortest output: {grammar.min_tokens()} tokens")
     if args.explain:
+        # a lazy grammar's `explain` covers only what was compiled so far: walk the whole schema for it
+        explain = grammar.explain if args.grammar is not None else compile_json_schema(schema).explain
         print("enforced:")
-        width = max((len(e.pointer or "/") for e in grammar.explain), default=1)
-        for entry in grammar.explain:
+        width = max((len(e.pointer or "/") for e in explain), default=1)
+        for entry in explain:
             print(f"  {entry.pointer or '/':<{width}}  {', '.join(entry.enforced)}")
     if args.regex:
         print(source.root)

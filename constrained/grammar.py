@@ -35,13 +35,19 @@ from constrained.token_index import LazyTokenIndex, TokenIndex, TokenVocabulary
 from constrained.token_index.protocol import DEAD
 from constrained.tokenizer_info import TokenizerInfo
 from grammars import CompiledSchema, JsonSchemaOptions, SchemaError, compile_json_schema
-from grammars.ir import RuleGrammar
+from grammars.ir import LazyGrammar, RuleGrammar, complete
 from grammars.metaschema import MAX_DEPTH, pointer, too_deep
 
 GRAMMAR_SYNTAXES = ("lark", "gbnf")
 # A cached grammar whose automaton has built more than this fraction of its size budget (states, terms) is
 # compiled afresh for the next request: the budget bounds what one request builds, not a schema's lifetime.
 WORN = 0.5
+
+
+def compile_lazily(schema: Any, options: JsonSchemaOptions) -> CompiledSchema:
+    """`compile_json_schema` leaving the sub-schemas that cannot fail for the automaton to compile when it
+    first reaches them: the first mask costs what the first token needs, not the whole schema."""
+    return compile_json_schema(schema, options, lazy=True)
 
 
 class GrammarError(ValueError):
@@ -54,9 +60,9 @@ class Grammar:
 
     index: TokenIndex
     info: TokenizerInfo
-    source: RuleGrammar
+    rule_grammar: RuleGrammar | LazyGrammar  # lazy: sub-schemas compiled as the automaton reaches them
     compile_seconds: float
-    explain: tuple = ()
+    explain: tuple = ()  # `grammars.CompiledSchema.explain` (of the sub-schemas compiled so far, when lazy)
     _masks: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     _forced: dict[int, bytes] = field(default_factory=dict, repr=False)
 
@@ -64,6 +70,11 @@ class Grammar:
         self.initial_state: int = self.index.get_initial_state()
         self.eos_ids = np.fromiter(sorted(self.info.eos_token_ids), dtype=np.int64)
         self.eos_mask = pack_token_ids(self.eos_ids, self.info.vocab_size)  # packed once, reused per step
+
+    @property
+    def source(self) -> RuleGrammar:
+        """The complete rule grammar (a lazy one's remaining sub-schemas compiled now)."""
+        return complete(self.rule_grammar)
 
     def matcher(self) -> Matcher:
         return Matcher(self)
@@ -193,10 +204,12 @@ class GrammarCompiler:
 
     Each constraint gets a `constrained.token_index.LazyTokenIndex` (masks computed per state on first
     visit; at most `max_states` automaton states, else `GrammarError`). Another `TokenIndex` (a test
-    oracle) plugs in as `Grammar(index, info, source, compile_seconds)`.
-    `compile_schema` turns a schema into its grammar (`grammars.compile_json_schema` in this process by
-    default; the server passes `constrained.compile_pool.IsolatedCompiler`); with a `disk_cache`
-    (`constrained.disk_cache.DiskCache`) a schema compiled once, by any process, is not walked again.
+    oracle) plugs in as `Grammar(index, info, rule_grammar, compile_seconds)`.
+    `compile_schema` turns a schema into its grammar (`compile_lazily` in this process by default: the
+    sub-schemas that cannot fail wait until decoding reaches them; the server passes
+    `constrained.compile_pool.IsolatedCompiler`, which walks the whole schema in a worker process); with a
+    `disk_cache` (`constrained.disk_cache.DiskCache`) a schema compiled once, by any process, is not walked
+    again (a lazy grammar is stored complete).
     """
 
     def __init__(
@@ -205,10 +218,10 @@ class GrammarCompiler:
         *,
         cache_size: int = 256,
         max_states: int = 200_000,
-        compile_schema: Callable[[Any, JsonSchemaOptions], CompiledSchema] = compile_json_schema,
+        compile_schema: Callable[[Any, JsonSchemaOptions], CompiledSchema] | None = None,
         disk_cache: DiskCache | None = None,
     ) -> None:
-        self.compile_schema = compile_schema
+        self.compile_schema = compile_schema or compile_lazily
         self.disk_cache = disk_cache
         self.info = info
         self.max_states = max_states  # automaton size budget: exceeding it fails the request

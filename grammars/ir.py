@@ -23,6 +23,8 @@ checks, outlines-core and vLLM's regex interop.
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 # An escaped character (skipped) or a rule call.
@@ -126,6 +128,81 @@ class RuleGrammar:
         return inline(self.root, unroll or 0)
 
 
+class LazyGrammar:
+    """A rule grammar some of whose rules are compiled on first use (the JSON-Schema walk's deferred
+    sub-schemas, `grammars.deferral`).
+
+    Contract: the attributes are those of `RuleGrammar`, but live: `rules` is a list and the rule sets are
+    sets that grow as pending rules are compiled. `pending` holds the ids whose body is not written yet (a
+    placeholder is in `rules`); `force(rule)` writes it (thread-safe; a no-op for other rules), which may add
+    rules, pending ones included. A pending rule's language is never empty and compiling it never refuses
+    (the compiler only defers such sub-schemas), so a reader that needs only some rules (the token
+    automaton) forces just those. `complete()` forces all and returns the equivalent `RuleGrammar`; a
+    pickled `LazyGrammar` is its `RuleGrammar`.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        rules: list[str],
+        recursive: set[int],
+        stack_limit: int,
+        open_content: set[int],
+        productive: set[int],
+        pending: Collection[int],
+        write: Callable[[int], None],
+    ) -> None:
+        self.root = root
+        self.rules = rules
+        self.recursive = recursive
+        self.stack_limit = stack_limit
+        self.open_content = open_content
+        self.productive = productive
+        self.pending = pending
+        self._write = write  # compiles a pending rule into `rules` (and drops it from `pending`)
+        self._lock = threading.RLock()
+        self._complete: RuleGrammar | None = None
+
+    def force(self, rule: int) -> None:
+        """Compile `rule` now if it is pending."""
+        if rule in self.pending:
+            with self._lock:
+                if rule in self.pending:
+                    self._write(rule)
+
+    def complete(self) -> RuleGrammar:
+        """Every pending rule compiled; the grammar as an immutable `RuleGrammar`."""
+        with self._lock:
+            while self.pending:
+                self._write(next(iter(self.pending)))
+            if self._complete is None:
+                self._complete = RuleGrammar(
+                    self.root,
+                    tuple(self.rules),
+                    frozenset(self.recursive),
+                    self.stack_limit,
+                    frozenset(self.open_content),
+                    frozenset(self.productive),
+                )
+            return self._complete
+
+    def __reduce__(self):
+        complete = self.complete()
+        return RuleGrammar, (
+            complete.root,
+            complete.rules,
+            complete.recursive,
+            complete.stack_limit,
+            complete.open_content,
+            complete.productive,
+        )
+
+
+def complete(grammar: RuleGrammar | LazyGrammar) -> RuleGrammar:
+    """`grammar` with every rule written (see `LazyGrammar.complete`)."""
+    return grammar.complete() if isinstance(grammar, LazyGrammar) else grammar
+
+
 @dataclass
 class GrammarBuilder:
     """Assembles one grammar from fragments and embedded grammars (their rules renumbered)."""
@@ -136,8 +213,9 @@ class GrammarBuilder:
     open_content: set[int] = field(default_factory=set)
     productive: set[int] = field(default_factory=set)
 
-    def embed(self, grammar: RuleGrammar) -> str:
+    def embed(self, grammar: RuleGrammar | LazyGrammar) -> str:
         """Append ``grammar``'s rules; returns its root fragment, to use inside this grammar."""
+        grammar = complete(grammar)
         offset = len(self.rules)
         self.rules.extend(renumber(body, offset) for body in grammar.rules)
         self.recursive.update(r + offset for r in grammar.recursive)

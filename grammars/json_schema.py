@@ -42,9 +42,10 @@ import jsonschema
 import referencing
 import referencing.jsonschema
 
+from .deferral import Deferral
 from .errors import SchemaError, Unsatisfiable
 from .flat import ALL_TYPES, Flat, json_key, json_type
-from .ir import DEFAULT_STACK_LIMIT, NOTHING, RuleGrammar, call, intersection, is_call
+from .ir import DEFAULT_STACK_LIMIT, NOTHING, LazyGrammar, RuleGrammar, call, complete, intersection, is_call
 from .negation import Negated, complement, negated
 from .numbers import Bound, integer_regex, number_regex
 from .refs import ROOT_URI, Node, Registry, dialect_of, escape_token
@@ -174,13 +175,16 @@ class ExplainEntry:
 
 @dataclass(frozen=True)
 class CompiledSchema:
-    grammar: RuleGrammar
+    """The grammar of a schema and what it enforces where. A lazy compile's grammar is a `LazyGrammar` and
+    its ``explain`` covers the sub-schemas compiled so far."""
+
+    grammar: RuleGrammar | LazyGrammar
     explain: tuple[ExplainEntry, ...]
 
     @property
     def regex(self) -> str:
         """The plain-regex export (``ValueError`` when the schema is recursive)."""
-        return self.grammar.to_regex()
+        return complete(self.grammar).to_regex()
 
 
 def _num(value: Any, keyword: str, pointer: str) -> Decimal:
@@ -235,6 +239,9 @@ class _Compiler:
         self._shared: dict[str, str] = {}  # fragment -> call of the rule holding it
         self._validator_registry: referencing.Registry | None = None
         self._depth = 0  # sub-schemas being compiled one inside another
+        self._deferral: Deferral | None = None  # set by a lazy compile: which property values may wait
+        self.pending: dict[int, list[Node]] = {}  # deferred rule -> the nodes it compiles when first used
+        self._deferred: dict[tuple, int] = {}  # memo key -> its deferred rule
         self.overflow: tuple[int, str] | None = None  # depth and pointer where the stack ran out
 
     # ------------------------------------------------------------ helpers
@@ -971,6 +978,34 @@ class _Compiler:
         self._memo[key] = body
         return body
 
+    def property_value(self, nodes: list[Node]) -> str:
+        """Fragment of a property's value: a call of a deferred rule where the sub-schema may wait
+        (`grammars.deferral`: it cannot fail nor be empty, and is not compiled yet), else `compile_nodes`."""
+        if not nodes:
+            return self.any_value()
+        if self._deferral is None or len(nodes) != 1:
+            return self.compile_nodes(nodes)
+        key = (self._key(nodes[0]),)
+        rule = self._deferred.get(key)
+        if rule is None:
+            if key in self._memo or key in self._open or not self._deferral.ready(nodes[0]):
+                return self.compile_nodes(nodes)
+            rule = self._deferred[key] = self.reserve_rule()
+            self.pending[rule] = nodes
+        return call(rule)
+
+    def write_pending(self, rule: int) -> None:
+        """Compile deferred rule `rule` (`LazyGrammar`'s writer), under its own compile deadline."""
+        nodes = self.pending[rule]
+        self.deadline = time.monotonic() + self.options.compile_seconds
+        with deep_recursion(200 + FRAMES_PER_LEVEL * self.options.max_depth):
+            try:
+                body = self.compile_nodes(nodes)
+            except Unsatisfiable:  # `Deferral` admitted it: a bug, reported as a refusal
+                raise SchemaError("a deferred sub-schema admits no instance", "$", nodes[0].pointer) from None
+        self.add_rule(body, rule)
+        del self.pending[rule]
+
     def _key(self, node: Node) -> tuple:
         """Memo key of a node: a pure ``$ref`` counts as its target."""
         for _ in range(64):
@@ -1306,7 +1341,7 @@ class _Compiler:
             try:
                 if nodes is None:
                     raise Unsatisfiable
-                value = self.compile_nodes(nodes) if nodes else self.any_value()
+                value = self.property_value(nodes)
             except Unsatisfiable:
                 if required:
                     raise
@@ -1555,15 +1590,21 @@ def _simple_repeat(pattern: str, ptr: str) -> tuple[str, int, int | None] | None
 
 
 def compile_json_schema(
-    schema: dict | bool, options: JsonSchemaOptions = JsonSchemaOptions()
+    schema: dict | bool, options: JsonSchemaOptions = JsonSchemaOptions(), *, lazy: bool = False
 ) -> CompiledSchema:
-    """Compile ``schema`` into a regex of its instances' JSON texts (see the module docstring)."""
+    """Compile ``schema`` into a regex of its instances' JSON texts (see the module docstring).
+
+    ``lazy``: property values that `grammars.deferral` admits (they cannot fail nor be empty) are compiled
+    when the token automaton first reaches them, and the grammar is a `LazyGrammar`. Everything the walk may
+    refuse is still found here: such sub-schemas are never deferred."""
     with deep_recursion(200 + FRAMES_PER_LEVEL * options.max_depth):
-        return _compile(schema, options)
+        return _compile(schema, options, lazy)
 
 
-def _compile(schema: dict | bool, options: JsonSchemaOptions) -> CompiledSchema:
+def _compile(schema: dict | bool, options: JsonSchemaOptions, lazy: bool) -> CompiledSchema:
     compiler = _Compiler(schema, options)
+    if lazy:
+        compiler._deferral = Deferral(compiler.registry, frozenset(_HANDLED))
     try:
         root = compiler.compile_nodes([Node(schema, "", ROOT_URI)])
     except Unsatisfiable:
@@ -1582,8 +1623,21 @@ def _compile(schema: dict | bool, options: JsonSchemaOptions) -> CompiledSchema:
     except (ValueError, ArithmeticError) as exc:  # NaN/inf from a non-JSON parser (json.loads reads them)
         raise SchemaError(f"not a finite JSON number: {exc}", "$", "") from None
     explain = tuple(ExplainEntry(p, tuple(sorted(k))) for p, k in sorted(compiler.explain.items()))
+    root = compiler.budget(root, "")
+    if compiler.pending:
+        lazy_grammar = LazyGrammar(
+            root,
+            compiler.rules,
+            compiler.recursive,
+            options.stack_limit,
+            compiler.open_content,
+            compiler.productive,
+            compiler.pending,
+            compiler.write_pending,
+        )
+        return CompiledSchema(lazy_grammar, explain)
     grammar = RuleGrammar(
-        compiler.budget(root, ""),
+        root,
         tuple(compiler.rules),
         frozenset(compiler.recursive),
         options.stack_limit,

@@ -28,6 +28,7 @@ import re
 import threading
 import unicodedata
 from collections import deque
+from collections.abc import Callable
 from functools import cache, lru_cache
 
 import numpy as np
@@ -60,7 +61,8 @@ SURROGATES = (0xD800, 0xDFFF)
 
 
 from constrained.token_index.errors import RegexUnsupported  # noqa: E402
-from grammars.ir import RuleGrammar  # noqa: E402
+from grammars.errors import SchemaError  # noqa: E402
+from grammars.ir import LazyGrammar, RuleGrammar  # noqa: E402
 from grammars.stack import deep_recursion  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------- Unicode
@@ -216,6 +218,7 @@ class TermStore:
         recursive: frozenset[int] = frozenset(),
         open_content: frozenset[int] = frozenset(),
         productive: frozenset[int] = frozenset(),
+        force: Callable[[int], None] | None = None,
     ) -> None:
         self.kind: list[int] = [K_EMPTY, K_EPS, K_RET]
         self.data: list[tuple] = [(), (), ()]
@@ -231,6 +234,7 @@ class TermStore:
         # whether some term may match nothing: through a recursive rule not known to end (intersections,
         # found while parsing, set `has_intersections`)
         self.may_recurse_endlessly = bool(recursive - productive)
+        self._force = force  # writes a pending rule of a `LazyGrammar` (whose containers these are)
         self._rule_terms: dict[int, int] = {}
         self._rule_shortest: dict[int, bytes | None] = {}  # recursive rules, solved together
         self._open: set[int] = set()  # calls whose linear form is being computed (left recursion check)
@@ -354,8 +358,18 @@ class TermStore:
         """The term of rule `rule`'s fragment (parsed on first use)."""
         term = self._rule_terms.get(rule)
         if term is None:
+            if self._force is not None:
+                self._write(rule)
             term = self._rule_terms[rule] = parse_regex(self.rules[rule], self)
         return term
+
+    def _write(self, rule: int) -> None:
+        """Have a pending rule written; the rules it adds may recurse (never endlessly: `LazyGrammar`)."""
+        try:
+            self._force(rule)
+        except SchemaError as exc:  # a size or time budget: this grammar cannot grow further
+            raise RegexUnsupported(f"a deferred sub-schema cannot be compiled: {exc}") from exc
+        self.may_recurse_endlessly = bool(self.recursive - self.promised)
 
     def productive(self, t: int) -> bool:
         """Whether some finite byte string matches `t` (false only through unproductive recursive rules).
@@ -1011,7 +1025,7 @@ _ANY_BUT_NL = _normalize([(0, 9), (11, MAX_CODEPOINT)])
 _EMPTY_SOURCES = re.compile(r"\[\^\\s\\S\]|\(\?&[0-9]+&")  # the empty class; an intersection call
 
 
-def _may_be_empty(grammar: RuleGrammar) -> bool:
+def _may_be_empty(grammar: RuleGrammar | LazyGrammar) -> bool:
     """Whether some term of `grammar` may match nothing: only through recursion (but in the rules promised
     `productive`), an intersection or a complement, or the empty class (every other regex construct matches
     some string). For all other grammars the check of the root's productivity, which parses every rule on
@@ -1092,17 +1106,21 @@ def _convert(sub, store: TermStore) -> int:
 class LazyDFA:
     """Byte DFA whose rows are computed on first visit. States are small ints; DEAD (-1) is the dead state.
 
-    `grammar` is a regex or a `grammars.ir.RuleGrammar`. `trans[s, b]` is valid only where `known[s]`;
-    `final[s]` is valid for every interned state. Mutations happen under `lock`; readers of known rows need
+    `grammar` is a regex, a `grammars.ir.RuleGrammar` or a `LazyGrammar` (a pending rule is written when a
+    derivative first reaches it). `trans[s, b]` is valid only where `known[s]`; `final[s]` is valid for
+    every interned state. Mutations happen under `lock`; readers of known rows need
     no lock. Every live state can reach an accepting one.
     """
 
-    def __init__(self, grammar: str | RuleGrammar, *, max_states: int = 200_000) -> None:
+    def __init__(self, grammar: str | RuleGrammar | LazyGrammar, *, max_states: int = 200_000) -> None:
         if isinstance(grammar, str):
             grammar = RuleGrammar.of_regex(grammar)
         self.grammar = grammar
         self.stack_limit = grammar.stack_limit
-        self.store = TermStore(grammar.rules, grammar.recursive, grammar.open_content, grammar.productive)
+        force = grammar.force if isinstance(grammar, LazyGrammar) else None
+        self.store = TermStore(
+            grammar.rules, grammar.recursive, grammar.open_content, grammar.productive, force
+        )
         with deep_recursion(DEEP_FRAMES):
             self.root = parse_regex(grammar.root, self.store)
             if _may_be_empty(grammar) and not self.store.productive(self.root):

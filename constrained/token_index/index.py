@@ -8,12 +8,12 @@ from constrained.gc_pause import gc_paused
 from constrained.token_index._walk import walk_trie
 from constrained.token_index.automaton import DEAD, MAX_TERMS, LazyDFA
 from constrained.token_index.vocabulary import TokenVocabulary
-from grammars.ir import RuleGrammar
+from grammars.ir import LazyGrammar, RuleGrammar
 
 
 class LazyTokenIndex:
-    """Token-level automaton of `grammar` (a regex or a `RuleGrammar`) over `vocab`, built lazily and shared
-    by every sequence.
+    """Token-level automaton of `grammar` (a regex, a `RuleGrammar` or a `LazyGrammar`) over `vocab`, built
+    lazily and shared by every sequence.
 
     A token is allowed in state `s` iff feeding its bytes keeps the DFA alive (the bytes are a prefix of some
     word of the language). Where the regex has no prefix-overlapping alternatives this equals outlines-core's
@@ -23,7 +23,7 @@ class LazyTokenIndex:
     """
 
     def __init__(
-        self, grammar: str | RuleGrammar, vocab: TokenVocabulary, *, max_states: int = 200_000
+        self, grammar: str | RuleGrammar | LazyGrammar, vocab: TokenVocabulary, *, max_states: int = 200_000
     ) -> None:
         self.vocab = vocab
         self.dfa = LazyDFA(grammar, max_states=max_states)
