@@ -5,7 +5,8 @@ property) can neither fail nor come out empty, whenever it runs:
 - every schema reachable from it (through `properties`, `additionalProperties`, `items`, `anyOf`, `oneOf`
   and `$ref`) uses only keywords whose compilation never refuses: annotations and unknown keywords, `type`,
   `enum`/`const` (beside `type` only), string lengths and formats (not a known-unsupported one; a known one
-  without lengths), numeric bounds on one side, `properties`/`required`/`additionalProperties`, one `items`
+  without lengths), a `pattern` alone (no lengths, no format) that parses, numeric bounds (an instance
+  between them checked), `properties`/`required`/`additionalProperties`, one `items`
   schema with item counts, `anyOf`, `oneOf` whose branches declare pairwise disjoint types, and `$ref` with
   nothing but annotations beside it;
 - no reachable `$ref` cycle (recursion stays with the eager walk, which marks it recursive);
@@ -21,8 +22,9 @@ from typing import Any
 
 from .errors import SchemaError
 from .flat import ALL_TYPES, json_type
+from .ir import NOTHING
 from .refs import Node, Registry, escape_token
-from .strings import FORMATS, KNOWN_UNSUPPORTED
+from .strings import FORMATS, KNOWN_UNSUPPORTED, anchored_pattern, pattern_regex
 
 # The keywords a deferred sub-schema may use (others the walk enforces may refuse or conflict).
 _SAFE = frozenset(
@@ -33,6 +35,7 @@ _SAFE = frozenset(
         "minLength",
         "maxLength",
         "format",
+        "pattern",
         "minimum",
         "maximum",
         "exclusiveMinimum",
@@ -139,15 +142,17 @@ class Deferral:
             return _NO
         if "enum" in keys or "const" in keys:
             return self._values(s, keys, types)
-        string = self._string(s)
-        if string is None or not self._numbers(s):
+        string = self._string(s, node.pointer)
+        number = self._numbers(s, types)
+        if string is None or number is None:
             return _NO
         array = self._array(s, child)
         obj = self._object(s, child)
         if array is None or obj is None:
             return _NO
         inhabited = (
-            bool(types & {"null", "boolean", "integer", "number"})
+            bool(types & {"null", "boolean"})
+            or number
             or ("string" in types and string)
             or ("array" in types and array)
             or ("object" in types and obj)
@@ -196,26 +201,48 @@ class Deferral:
         return True, any(json_type(v) in types for v in values)
 
     @staticmethod
-    def _string(s: dict) -> bool | None:
-        """Whether some string fits the lengths (None: a length or format that may refuse or conflict)."""
+    def _string(s: dict, pointer: str) -> bool | None:
+        """Whether some string fits (None: a length, format or pattern that may refuse or conflict)."""
         low, high = s.get("minLength", 0), s.get("maxLength")
         if _count(low) is None or high is not None and _count(high) is None:
             return None
+        bounded = "minLength" in s or "maxLength" in s
         if "format" in s:
             fmt = s["format"]
-            if not isinstance(fmt, str) or fmt in KNOWN_UNSUPPORTED:
+            if not isinstance(fmt, str) or fmt in KNOWN_UNSUPPORTED or fmt in FORMATS and bounded:
                 return None
-            if fmt in FORMATS and ("minLength" in s or "maxLength" in s):
+        if "pattern" in s:  # alone, a pattern is its own regex: empty only through an empty class
+            pattern, where = s["pattern"], pointer + "/pattern"
+            if not isinstance(pattern, str) or bounded or "format" in s:
+                return None
+            try:
+                anchored = anchored_pattern(pattern, where)
+                regex = anchored[0] if anchored is not None else pattern_regex(pattern, where)
+            except SchemaError:
+                return None
+            if NOTHING in regex:
                 return None
         return high is None or low <= high
 
     @staticmethod
-    def _numbers(s: dict) -> bool:
-        lower = [k for k in ("minimum", "exclusiveMinimum") if k in s]
-        upper = [k for k in ("maximum", "exclusiveMaximum") if k in s]
-        if lower and upper:
+    def _numbers(s: dict, types: frozenset[str]) -> bool | None:
+        """Whether some number of `types` fits the bounds (None: a bound the walk may refuse)."""
+        bounds = [k for k in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum") if k in s]
+        if not all(_number(s[k]) for k in bounds):
+            return None  # draft 4's boolean exclusives included: left to the eager walk
+        if not types & {"integer", "number"}:
             return False
-        return all(_number(s[k]) for k in lower + upper)
+        lows = [(s[k], k == "exclusiveMinimum") for k in ("minimum", "exclusiveMinimum") if k in s]
+        highs = [(s[k], k == "exclusiveMaximum") for k in ("maximum", "exclusiveMaximum") if k in s]
+        if not lows or not highs:
+            return True
+        low, low_open = max(lows, key=lambda b: (b[0], b[1]))
+        high, high_open = min(highs, key=lambda b: (b[0], not b[1]))
+        if "number" in types:
+            return low < high or low == high and not (low_open or high_open)
+        first = math.floor(low) + 1 if low_open else math.ceil(low)  # the least integer in range
+        last = math.ceil(high) - 1 if high_open else math.floor(high)  # the greatest
+        return first <= last
 
     def _array(self, s: dict, child) -> bool | None:
         """Whether some array fits (None: unsafe)."""

@@ -84,6 +84,10 @@ def _ready(schema, pointer: str = "") -> bool:
         INT_OR_STRING,
         {"oneOf": [{"type": "string", "maxLength": 2}, {"type": "integer"}]},  # disjoint types
         {"type": "string", "format": "unknown-format"},
+        {"type": "string", "pattern": "^[a-z]+(-[a-z]+)*$"},
+        {"type": "integer", "minimum": 1, "maximum": 65535},
+        {"type": "integer", "exclusiveMinimum": 0.5, "exclusiveMaximum": 1.5},  # 1
+        {"type": "number", "minimum": 0.25, "maximum": 0.25},
         True,
     ],
 )
@@ -94,7 +98,10 @@ def test_ready_sub_schemas(sub) -> None:
 @pytest.mark.parametrize(
     "sub",
     [
-        {"type": "string", "pattern": "^a+$"},  # a pattern may be unsupported or conflict with lengths
+        {"type": "string", "pattern": "^a+$", "maxLength": 0},  # a pattern beside lengths may conflict
+        {"type": "string", "pattern": "(?<=a)b"},  # lookbehind: refused by the walk
+        {"type": "integer", "exclusiveMinimum": 1, "exclusiveMaximum": 2},  # no integer between
+        {"type": "number", "minimum": 1, "exclusiveMaximum": 1},
         {"type": "array", "uniqueItems": True},
         {"type": "integer", "minimum": 5, "maximum": 1},  # bounds on both sides: maybe empty
         {"type": "string", "minLength": 4, "maxLength": 2},  # empty
@@ -107,7 +114,7 @@ def test_ready_sub_schemas(sub) -> None:
         {"allOf": [{"type": "string"}]},
         {"$ref": "#/properties/x", "type": "object"},  # a cycle (and a $ref with a sibling)
         {"type": "object", "properties": {"self": {"$ref": "#/properties/x"}}},  # recursion
-        {"type": "object", "properties": {"deep": {"type": "string", "pattern": "a"}}},  # unsafe below
+        {"type": "object", "properties": {"deep": {"type": "string", "multipleOf": 2}}},  # unsafe below
         False,
     ],
 )
