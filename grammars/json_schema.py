@@ -238,6 +238,7 @@ class _Compiler:
         self._any_rule: int | None = None
         self._shared: dict[str, str] = {}  # fragment -> call of the rule holding it
         self._validator_registry: referencing.Registry | None = None
+        self._validators: dict[str, Any] = {}  # "$ref" of a sub-schema -> its jsonschema validator
         self._depth = 0  # sub-schemas being compiled one inside another
         self._deferral: Deferral | None = None  # set by a lazy compile: which property values may wait
         self.pending: dict[int, list[Node]] = {}  # deferred rule -> the nodes it compiles when first used
@@ -400,20 +401,32 @@ class _Compiler:
                 continue
             if node.schema is False:
                 return False
+            quick = _pattern_verdict(value, node.schema)
+            if quick is not None:
+                if not quick:
+                    return False
+                continue
             uri = ROOT_URI if node.base in (ROOT_URI, self.registry.root_base) else node.base
             doc_ptr = self.registry.docs.get(uri, (None, ""))[1]
             local = node.pointer[len(doc_ptr) :] if node.pointer.startswith(doc_ptr) else node.pointer
-            checker = self._validator_cls.FORMAT_CHECKER
             try:
-                validator = self._validator_cls(
-                    {"$ref": f"{uri}#{local}"}, registry=self._validator_registry, format_checker=checker
-                )
-                ok = validator.is_valid(value)
+                ok = self._validator(f"{uri}#{local}").is_valid(value)
             except Exception as exc:  # unresolvable for `referencing` (a property named `id` in draft 4)
                 ok = self._valid_here(value, node, exc)
             if not ok:
                 return False
         return True
+
+    def _validator(self, ref: str) -> Any:
+        """The jsonschema validator of the sub-schema at ``ref`` (built once: large enums ask it often)."""
+        validator = self._validators.get(ref)
+        if validator is None:
+            validator = self._validators[ref] = self._validator_cls(
+                {"$ref": ref},
+                registry=self._validator_registry,
+                format_checker=self._validator_cls.FORMAT_CHECKER,
+            )
+        return validator
 
     def _valid_here(self, value: Any, node: Node, exc: Exception) -> bool:
         """`value` checked against `node`'s schema itself, when its place in the document cannot be resolved
@@ -489,7 +502,7 @@ class _Compiler:
             branches: list[Flat] = []
             for i, sub_schema in enumerate(self._list(s, "anyOf", ptr)):
                 branches.extend(self._flatten_opt(Node(sub_schema, f"{ptr}/anyOf/{i}", base), refs))
-            result = self._merge_all(result, branches, ptr, "anyOf")
+            result = self._merge_all(result, _join_enums(branches), ptr, "anyOf")
         if "oneOf" in s:
             self.note(ptr, "oneOf")
             result = self._one_of(result, node, refs)
@@ -1507,10 +1520,52 @@ _CHECKED_ELSEWHERE = frozenset(
 )
 
 
+_NO_ENUM = Flat([])
+
+
+def _join_enums(branches: list[Flat]) -> list[Flat]:
+    """``branches`` (an ``anyOf``'s Flats) with those that are only an ``enum`` — no other keyword, no source
+    that checks anything else — joined into one Flat of all their values: the same union, one Flat instead
+    of one per value (an ``anyOf`` of 259 ``const``s merged with 259 other branches: 259 Flats, not 259²)."""
+    plain = {
+        id(f): f
+        for f in branches
+        if f.enum is not None
+        and not any(_needs_validation(n.schema) for n in f.sources)
+        and replace(f, sources=[], enum=None) == _NO_ENUM
+    }
+    if len(plain) < 2:
+        return branches
+    first = next(iter(plain.values()))
+    joined = replace(first, enum=[v for f in plain.values() for v in f.enum])
+    return [joined, *(f for f in branches if id(f) not in plain)]
+
+
+def _pattern_verdict(value: Any, schema: Any) -> bool | None:
+    """jsonschema's verdict on a node whose only keyword left to check is `pattern` (its own rule: a string
+    must contain a match, per Python's `re.search`); None for any other node, or a pattern `re` rejects."""
+    if not isinstance(schema, dict) or "pattern" not in schema:
+        return None
+    if any(k in _HANDLED and k not in _CHECKED_ELSEWHERE and k != "pattern" for k in schema):
+        return None
+    if not isinstance(value, str):
+        return True
+    try:
+        return _python_regex(schema["pattern"]).search(value) is not None
+    except (re.error, TypeError):
+        return None
+
+
+@lru_cache(maxsize=1024)
+def _python_regex(pattern: str) -> re.Pattern:
+    return re.compile(pattern)
+
+
 def _needs_validation(schema: Any) -> bool:
-    """Whether an enum value must be checked against this source node (`_CHECKED_ELSEWHERE`)."""
+    """Whether an enum value must be checked against this source node: it has a keyword that validates
+    (unknown keywords are annotations: jsonschema ignores them too) beside those `_CHECKED_ELSEWHERE`."""
     if isinstance(schema, dict):
-        return any(k not in _ANNOTATIONS and k not in _CHECKED_ELSEWHERE for k in schema)
+        return any(k in _HANDLED and k not in _CHECKED_ELSEWHERE for k in schema)
     return schema is not True
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import jsonschema
 import pytest
@@ -485,3 +486,39 @@ def test_regexes_compile_in_rust() -> None:
         grammar = compile_json_schema(schema).grammar
         if not grammar.recursive:
             Index(grammar.to_regex(), vocabulary)
+
+
+def test_an_any_of_of_consts_against_many_branches_stays_linear() -> None:
+    """Azure Pipelines' shape: a property that is an `anyOf` of N single-value enums, under N branches that
+    each pin it with a pattern. The consts are one Flat (not N² merges) and each pattern is checked with
+    Python's `re`, as jsonschema does; compiled well inside the 2 s budget, exact."""
+    n = 200
+    names = [f"Task{i}@{i % 3}" for i in range(n)]
+    schema = {
+        "type": "object",
+        "properties": {
+            "task": {"anyOf": [{"enum": [name], "description": "x", "ignoreCase": "value"} for name in names]}
+        },
+        "required": ["task"],
+        "anyOf": [
+            {"properties": {"task": {"pattern": f"^{name}$"}, "inputs": {"type": "object"}}} for name in names
+        ],
+    }
+    start = time.perf_counter()
+    dfa = LazyDFA(compile_json_schema(schema).grammar)
+    assert time.perf_counter() - start < 2.0
+    for text in (
+        '{"task":"Task7@1"}',
+        '{"task":"Task199@1","inputs":{}}',
+        '{"task":"Task7@2"}',
+        '{"task":"Nope"}',
+    ):
+        assert dfa.accepts(text) == jsonschema.Draft202012Validator(schema).is_valid(json.loads(text)), text
+
+
+@pytest.mark.parametrize("value", ["abc", "xabcx", "ab", "", 3, None, ["abc"]])
+def test_enum_values_checked_against_a_pattern_as_jsonschema_does(value) -> None:
+    schema = {"enum": ["abc", "xabcx", "ab", "", 3, None, ["abc"]], "pattern": "abc", "unknown": 1}
+    dfa = LazyDFA(compile_json_schema(schema).grammar)
+    expected = jsonschema.Draft202012Validator(schema).is_valid(value)
+    assert dfa.accepts(json.dumps(value, separators=(",", ":"))) == expected
