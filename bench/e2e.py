@@ -16,9 +16,11 @@ token are printed, and the line
 `--slow-forward-ms 20` adds a GIL-free wait to every decode step, standing in for a GPU forward pass.
 `--peer-llama-server PATH` also starts llama.cpp's own `llama-server` binary on the same GGUF (parallel
 slots = the largest batch, same context per slot) and sends it the same prompts through its OpenAI chat
-endpoint, constrained with its own `response_format: json_schema` (its GBNF grammar).
-Per runtime and batch: `free tok/s`, `constrained tok/s`, their ratio, valid outputs. Last line:
-`ours_llama.cpp_constrained / llama_server_constrained = R` with a peer, else
+endpoint, constrained with its own `response_format: json_schema` (its GBNF grammar), round by round
+interleaved with ours (the llama.cpp runtime's, else the first runtime's; who goes first alternates).
+Per runtime and batch: `free tok/s`, `constrained tok/s`, their ratio, valid outputs. Last lines with a
+peer: `ours_llama.cpp_free / llama_server_free = R` and `ours_llama.cpp_constrained /
+llama_server_constrained = R` (first batch size), else
 `ours_<runtime>_constrained / ours_<first runtime>_constrained = R` when two runtimes run, else the
 constrained/free ratio.
 """
@@ -39,6 +41,7 @@ import subprocess  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+from contextlib import nullcontext  # noqa: E402
 
 import httpx  # noqa: E402
 import jsonschema  # noqa: E402
@@ -219,10 +222,13 @@ class Instrumented:
         return self._runtime.decode(tokens)
 
 
-def measure(runtime: str, overlap: bool, args: argparse.Namespace) -> dict[int, dict[str, float]]:
-    """tokens/s free and constrained, and valid outputs, per batch size, on one runtime. With
-    `--fast-forward on,off` every constrained round also runs without fast-forward, the order alternating,
-    so both see the same machine."""
+def measure(
+    runtime: str, overlap: bool, args: argparse.Namespace, peer: LlamaServerPeer | None = None
+) -> tuple[dict[int, dict[str, float]], dict[int, dict[str, float]]]:
+    """tokens/s free and constrained, and valid outputs, per batch size, on one runtime; and the same for
+    `peer` (empty without one), whose rounds are interleaved with ours (which goes first alternates), so
+    machine noise hits both alike. With `--fast-forward on,off` every constrained round also runs without
+    fast-forward, the order alternating, so both see the same machine."""
     label = runtime if overlap else f"{runtime} serial"
     compare_ff = args.fast_forward == "on,off"
     lm = load_model(args.model, runtime=runtime)
@@ -243,6 +249,7 @@ def measure(runtime: str, overlap: bool, args: argparse.Namespace) -> dict[int, 
         return GenerationRequest(list(ids), args.max_tokens, params=greedy, grammar=grammar)
 
     results: dict[int, dict[str, float]] = {}
+    peer_results: dict[int, dict[str, float]] = {}
     model_runtime = Instrumented(lm.runtime(max(args.batch)), args.slow_forward_ms)
     engine = Engine(
         model_runtime,
@@ -260,7 +267,11 @@ def measure(runtime: str, overlap: bool, args: argparse.Namespace) -> dict[int, 
             steps = {True: 0, False: 0}  # row-steps of constrained rounds, with / without fast-forward
             checked = passed = 0
             failures: list[str] = []
+            peer_totals = {False: [0, 0.0], True: [0, 0.0]}
+            peer_passed = 0
             for number, (ks, constrained) in enumerate(rounds(args, batch)):
+                if peer is not None and number % 2 == 0:  # the peer's round first, every other round
+                    peer_passed += _peer_round(peer, ks, constrained, peer_totals)
                 variants = [engine.fast_forward]
                 if constrained and compare_ff:
                     variants = [True, False] if number % 2 else [False, True]
@@ -282,6 +293,11 @@ def measure(runtime: str, overlap: bool, args: argparse.Namespace) -> dict[int, 
                             checked += 1
                             passed += valid("".join(collector.texts[key]), TASKS[k % len(TASKS)][1])
                 engine.fast_forward = args.fast_forward != "off"
+                if peer is not None and number % 2 == 1:
+                    peer_passed += _peer_round(peer, ks, constrained, peer_totals)
+            if peer is not None:
+                checked_peer = sum(len(ks) for ks, c in rounds(args, batch) if c)
+                peer_results[batch] = report("llama-server", batch, peer_totals, peer_passed, checked_peer)
             if failures:
                 print(f"{label} batch {batch}: {len(failures)} requests failed, e.g. {failures[0]}")
             results[batch] = report(label, batch, totals, passed, checked)
@@ -291,7 +307,17 @@ def measure(runtime: str, overlap: bool, args: argparse.Namespace) -> dict[int, 
                 results[batch]["no_ff_passes_per_token"] = steps[False] / max(without_ff[0], 1)
     finally:
         engine.shutdown()
-    return results
+    return results, peer_results
+
+
+def _peer_round(peer: LlamaServerPeer, ks: range, constrained: bool, totals: dict) -> int:
+    """One round on the peer, added to `totals`; how many of its constrained outputs are valid."""
+    tokens, seconds, texts = peer.round(ks, constrained)
+    totals[constrained][0] += tokens
+    totals[constrained][1] += seconds
+    if not constrained:
+        return 0
+    return sum(valid(text, TASKS[k % len(TASKS)][1]) for k, text in zip(ks, texts, strict=True))
 
 
 def rounds(args: argparse.Namespace, batch: int):
@@ -313,58 +339,60 @@ def report(name: str, batch: int, totals: dict, passed: int, checked: int) -> di
     return {"free": rate[False], "constrained": rate[True], "valid": passed, "checked": checked}
 
 
-def measure_llama_server(binary: str, args: argparse.Namespace) -> dict[int, dict[str, float]]:
-    """The same prompts through llama.cpp's own server and its own json_schema constraint."""
-    path = embedded_gguf_path() if args.model == "embedded" else args.model
-    port, slots = 8765, max(args.batch)
-    command = [binary, "-m", str(path), "--port", str(port), "-np", str(slots), "-c", str(2048 * slots)]
-    command += ["-t", str(os.cpu_count() or 1), "--no-webui"]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        with httpx.Client(timeout=600) as client:
-            for _ in range(600):
-                try:
-                    if client.get(url + "/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.2)
+class LlamaServerPeer:
+    """llama.cpp's own server on the same GGUF, asked the same prompts through its OpenAI chat endpoint and
+    constrained with its own `response_format: json_schema` (its GBNF grammar). A context manager; `round`
+    runs one round (the same prompts, at once) so that `measure` can interleave it with ours."""
 
-            def ask(k: int, constrained: bool) -> tuple[int, str]:
-                prompt, schema = TASKS[k % len(TASKS)]
-                body = {
-                    "messages": [
-                        {"role": "user", "content": prompt + (" Answer with JSON only." * constrained)}
-                    ],
-                    "max_tokens": args.max_tokens,
-                    "temperature": 0.0,
-                }
-                if constrained:
-                    body["response_format"] = {"type": "json_schema", "json_schema": {"schema": schema}}
-                reply = client.post(url + "/v1/chat/completions", json=body).json()
-                return reply["usage"]["completion_tokens"], reply["choices"][0]["message"]["content"]
+    def __init__(self, binary: str, args: argparse.Namespace) -> None:
+        self.args = args
+        path = embedded_gguf_path() if args.model == "embedded" else args.model
+        self.port, self.slots = 8765, max(args.batch)
+        command = [binary, "-m", str(path), "--port", str(self.port), "-np", str(self.slots)]
+        command += ["-c", str(2048 * self.slots), "-t", str(os.cpu_count() or 1), "--no-webui"]
+        self._server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._url = f"http://127.0.0.1:{self.port}"
+        self._client = httpx.Client(timeout=600)
+        self._pool = ThreadPoolExecutor(self.slots)
 
-            ask(0, False)  # warm-up
-            results = {}
-            with ThreadPoolExecutor(slots) as pool:
-                for batch in args.batch:
-                    totals = {False: [0, 0.0], True: [0, 0.0]}
-                    checked = passed = 0
-                    for ks, constrained in rounds(args, batch):
-                        start = time.perf_counter()
-                        answers = list(pool.map(lambda k, c=constrained: ask(k, c), ks))
-                        totals[constrained][1] += time.perf_counter() - start
-                        totals[constrained][0] += sum(tokens for tokens, _ in answers)
-                        if constrained:
-                            for k, (_, text) in zip(ks, answers, strict=True):
-                                checked += 1
-                                passed += valid(text, TASKS[k % len(TASKS)][1])
-                    results[batch] = report("llama-server", batch, totals, passed, checked)
-            return results
-    finally:
-        server.terminate()
-        server.wait(30)
+    def __enter__(self) -> LlamaServerPeer:
+        for _ in range(600):
+            try:
+                if self._client.get(self._url + "/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        self._ask(0, False)  # warm-up
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._pool.shutdown()
+        self._client.close()
+        self._server.terminate()
+        self._server.wait(30)
+
+    def _ask(self, k: int, constrained: bool) -> tuple[int, str]:
+        prompt, schema = TASKS[k % len(TASKS)]
+        body = {
+            "messages": [{"role": "user", "content": prompt + (" Answer with JSON only." * constrained)}],
+            "max_tokens": self.args.max_tokens,
+            "temperature": 0.0,
+        }
+        if constrained:
+            body["response_format"] = {"type": "json_schema", "json_schema": {"schema": schema}}
+        reply = self._client.post(self._url + "/v1/chat/completions", json=body).json()
+        return reply["usage"]["completion_tokens"], reply["choices"][0]["message"]["content"]
+
+    def round(self, ks: range, constrained: bool) -> tuple[int, float, list[str]]:
+        """(completion tokens, seconds, texts) of the prompts `ks` asked at once."""
+        start = time.perf_counter()
+        answers = list(self._pool.map(lambda k: self._ask(k, constrained), ks))
+        return (
+            sum(tokens for tokens, _ in answers),
+            time.perf_counter() - start,
+            [text for _, text in answers],
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -390,9 +418,16 @@ def main(argv: list[str] | None = None) -> int:
         f"slow_forward_ms={args.slow_forward_ms}",
         flush=True,
     )
-    measured = {(r, o): measure(r, o, args) for r in runtimes for o in overlaps}
-    results = {runtime: measured[runtime, overlaps[0]] for runtime in runtimes}
     first, batch = runtimes[0], args.batch[0]
+    paired = "llama.cpp" if "llama.cpp" in runtimes else first  # the runtime the peer is interleaved with
+    measured, peer = {}, {}
+    with LlamaServerPeer(args.peer_llama_server, args) if args.peer_llama_server else nullcontext() as server:
+        for r in runtimes:
+            for o in overlaps:
+                with_peer = server if (r, o) == (paired, overlaps[0]) else None
+                measured[r, o], found = measure(r, o, args, with_peer)
+                peer = peer or found
+    results = {runtime: measured[runtime, overlaps[0]] for runtime in runtimes}
     if len(overlaps) == 2:
         for runtime in runtimes:
             for size in args.batch:
@@ -413,11 +448,11 @@ def main(argv: list[str] | None = None) -> int:
             f"fast_forward: on_tok_s={on['constrained']:.1f} off_tok_s={on['no_ff']:.1f} "
             f"speedup={on['constrained'] / max(on['no_ff'], 1e-9):.3f}"
         )
-    if args.peer_llama_server:
-        peer = measure_llama_server(args.peer_llama_server, args)
-        name = "llama.cpp" if "llama.cpp" in results else first
-        ratio = results[name][batch]["constrained"] / max(peer[batch]["constrained"], 1e-9)
-        print(f"ours_{name}_constrained / llama_server_constrained = {ratio:.2f}")
+    if peer:
+        free = results[paired][batch]["free"] / max(peer[batch]["free"], 1e-9)
+        print(f"ours_{paired}_free / llama_server_free = {free:.2f}")
+        ratio = results[paired][batch]["constrained"] / max(peer[batch]["constrained"], 1e-9)
+        print(f"ours_{paired}_constrained / llama_server_constrained = {ratio:.2f}")
     elif len(runtimes) > 1:
         for other in runtimes[1:]:
             ratio = results[other][batch]["constrained"] / max(results[first][batch]["constrained"], 1e-9)

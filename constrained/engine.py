@@ -205,12 +205,14 @@ class Engine:
     def _decode_step(self) -> None:
         rows = self._batch.rows
         # A row's next mask needs only its state, known since the last step: compute the masks on a worker
-        # thread while the forward pass runs (both release the GIL in their compiled parts).
-        masks = self._mask_worker.submit(self._masks, rows) if self._mask_worker else None
+        # thread while the forward pass runs (both release the GIL in their compiled parts); no hand-off
+        # when no row is constrained.
+        constrained = any(row.constraint is not None for row in rows)
+        masks = self._mask_worker.submit(self._masks, rows) if self._mask_worker and constrained else None
         try:
             logits = self._batch.decode()
         finally:
-            bitmask = masks.result() if masks else self._masks(rows)
+            bitmask = masks.result() if masks else self._masks(rows) if constrained else None
         tokens, logprobs = self._policy.sample(logits, rows, self._batch.history, bitmask)
         self._advance(0, tokens, logprobs)
         self._batch.drop_finished()
