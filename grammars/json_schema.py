@@ -1465,18 +1465,15 @@ class _Compiler:
         if finite is not None:
             names = [v for v in finite if isinstance(v, str) and v not in declared]
             return alt(concat_atom(string_literal(n)[1:-1]) for n in names) if names else None
-        if declared:
-            raise SchemaError(
-                "propertyNames with declared properties", "propertyNames", f.prop_names[0].pointer
-            )
         flats = self._merge_nodes(f.prop_names)
         parts = []
         for flat in flats:
             flat = replace(flat, types=flat.types & {"string"})
             if not flat.types:
                 continue
-            try:
-                parts.append(self.string_content(flat, self._nots(flat, {"string"})[0]))
+            try:  # an additional name: valid under propertyNames and none of the declared ones
+                excluded = self._nots(flat, {"string"})[0] + sorted(declared)
+                parts.append(self.string_content(flat, excluded))
             except Unsatisfiable:
                 continue
         return alt(parts) if parts else None

@@ -522,3 +522,19 @@ def test_enum_values_checked_against_a_pattern_as_jsonschema_does(value) -> None
     dfa = LazyDFA(compile_json_schema(schema).grammar)
     expected = jsonschema.Draft202012Validator(schema).is_valid(value)
     assert dfa.accepts(json.dumps(value, separators=(",", ":"))) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"a":1}', '{"a":1,"bb":"x"}', '{"bb":null,"cc":[]}', '{"a":"x"}', '{"B":1}', '{"a":1,"a1":2}', "{}"],
+)
+def test_property_names_beside_declared_properties(text: str) -> None:
+    """An additional name must satisfy `propertyNames` and be none of the declared ones (a declared name
+    takes its own schema): the key set is an intersection with the "any name but these" trie."""
+    schema = {
+        "type": "object",
+        "properties": {"a": {"type": "integer"}, "zz": {"type": "boolean"}},
+        "propertyNames": {"pattern": "^[a-z]+$"},
+    }
+    dfa = LazyDFA(compile_json_schema(schema).grammar)
+    assert dfa.accepts(text) == jsonschema.Draft202012Validator(schema).is_valid(json.loads(text)), text
