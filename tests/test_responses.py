@@ -250,7 +250,11 @@ BAD_REQUESTS = [  # (change, param, code)
     (
         {
             "text": {
-                "format": {"type": "json_schema", "name": "x", "schema": {"type": "string", "format": "ipv6"}}
+                "format": {
+                    "type": "json_schema",
+                    "name": "x",
+                    "schema": {"type": "string", "format": "duration"},
+                }
             }
         },
         "text.format.schema",
@@ -265,7 +269,7 @@ BAD_REQUESTS = [  # (change, param, code)
                     **WEATHER_TOOL,
                     "parameters": {
                         "type": "object",
-                        "properties": {"ip": {"format": "ipv6", "type": "string"}},
+                        "properties": {"ip": {"format": "duration", "type": "string"}},
                     },
                 }
             ]
